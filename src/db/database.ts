@@ -1,0 +1,120 @@
+import { mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
+import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
+import postgres from 'postgres';
+import type { Logger } from '../logger';
+import { GATEWAY_SCHEMA } from './namespace';
+import * as schema from './schema';
+
+export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
+
+export interface Database {
+  db: Db;
+  /** `postgres` when DATABASE_URL is set, `embedded` for the in-process PGlite. */
+  kind: 'postgres' | 'embedded';
+  /** Where other programs reach the embedded database, when it is served. */
+  embeddedUrl?: string;
+  /** Runs `task` while no other gateway process runs a startup task (migrations, bootstrap). */
+  runExclusive<T>(task: () => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+const MIGRATIONS = {
+  migrationsFolder: fileURLToPath(new URL('../../drizzle', import.meta.url)),
+  migrationsSchema: GATEWAY_SCHEMA,
+  migrationsTable: 'migrations',
+};
+
+// Any constant shared by all gateway processes; it names the startup advisory lock.
+const STARTUP_LOCK_KEY = 0x77686777;
+
+export function connectPostgres(url: string, poolSize = 10): Database {
+  const sql = postgres(url, { max: poolSize, onnotice: () => {}, connection: { application_name: 'webhook-gateway' } });
+  const db = drizzlePostgres(sql, { schema });
+  return {
+    db,
+    kind: 'postgres',
+    async runExclusive(task) {
+      const connection = await sql.reserve();
+      try {
+        await connection`select pg_advisory_lock(${STARTUP_LOCK_KEY})`;
+        try {
+          return await task();
+        } finally {
+          await connection`select pg_advisory_unlock(${STARTUP_LOCK_KEY})`;
+        }
+      } finally {
+        connection.release();
+      }
+    },
+    close: () => sql.end({ timeout: 5 }),
+  };
+}
+
+export interface EmbeddedOptions {
+  dataDir: string;
+  /** Serve the database to other programs on this loopback port (0 picks a free one); undefined: not served. */
+  port?: number;
+}
+
+export async function openEmbedded(options: EmbeddedOptions): Promise<Database> {
+  // Loaded lazily: deployments with DATABASE_URL never pay for the WASM build.
+  const { PGlite } = await import('@electric-sql/pglite');
+  mkdirSync(options.dataDir, { recursive: true });
+  const pglite = await PGlite.create({ dataDir: options.dataDir });
+  const db = drizzlePglite(pglite, { schema }) as unknown as Db;
+  let socketServer: { stop(): Promise<void> } | undefined;
+  let embeddedUrl: string | undefined;
+  if (options.port !== undefined) {
+    const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
+    const server = new PGLiteSocketServer({ db: pglite, host: '127.0.0.1', port: options.port, maxConnections: 10 });
+    await server.start();
+    socketServer = server;
+    const address = server.getServerConn();
+    embeddedUrl = `postgres://postgres@${address}/postgres?sslmode=disable`;
+  }
+  return {
+    db,
+    kind: 'embedded',
+    embeddedUrl,
+    runExclusive: (task) => task(),
+    async close() {
+      await socketServer?.stop();
+      await pglite.close();
+    },
+  };
+}
+
+export async function migrateDatabase(database: Database): Promise<void> {
+  if (database.kind === 'postgres') {
+    await migratePostgres(database.db as Parameters<typeof migratePostgres>[0], MIGRATIONS);
+  } else {
+    await migratePglite(database.db as unknown as Parameters<typeof migratePglite>[0], MIGRATIONS);
+  }
+}
+
+export interface OpenOptions {
+  databaseUrl: string | undefined;
+  embeddedDbDir: string;
+  embeddedDbPort: number | undefined;
+  log: Logger;
+}
+
+/** Opens the configured database and brings its schema up to date. */
+export async function openDatabase(options: OpenOptions): Promise<Database> {
+  const database = options.databaseUrl
+    ? connectPostgres(options.databaseUrl)
+    : await openEmbedded({ dataDir: options.embeddedDbDir, port: options.embeddedDbPort });
+  try {
+    await database.runExclusive(() => migrateDatabase(database));
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
+  options.log.info({ database: database.kind }, 'database ready');
+  return database;
+}

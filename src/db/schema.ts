@@ -1,0 +1,4 @@
+// Every table of the gateway, for drizzle-kit and the typed database handle.
+export { gatewaySchema } from './namespace';
+export * from '../auth/tables';
+export * from '../webhooks/tables';

@@ -1,0 +1,94 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createAdaptorServer } from '@hono/node-server';
+import { sql } from 'drizzle-orm';
+import { Redis } from 'ioredis';
+import { ensureBootstrapClient, type BootstrapOutcome } from './auth/clients';
+import type { Config } from './config';
+import { openDatabase, type Database } from './db/database';
+import type { Logger } from './logger';
+import { createApp } from './server/app';
+import { createMetrics } from './server/metrics';
+
+export interface Gateway {
+  /** Where the HTTP server listens, e.g. `http://127.0.0.1:4000`. */
+  url: string;
+  database: Database;
+  redis: Redis;
+  bootstrap: BootstrapOutcome;
+  /** Stops taking requests, lets those in flight finish, then closes connections. */
+  stop(): Promise<void>;
+}
+
+export function connectRedis(url: string, log: Logger): Redis {
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false });
+  let reported = false;
+  redis.on('error', (error) => {
+    if (!reported) log.warn({ err: error.message }, 'redis unreachable; retrying');
+    reported = true;
+  });
+  redis.on('ready', () => {
+    if (reported) log.info('redis reachable again');
+    reported = false;
+  });
+  return redis;
+}
+
+function listen(server: Server, port: number): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
+}
+
+/** Starts the roles named in the configuration in this process, on one HTTP port. */
+export async function startGateway(config: Config, log: Logger): Promise<Gateway> {
+  const database = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    embeddedDbDir: config.embeddedDbDir,
+    embeddedDbPort: config.embeddedDbPort,
+    log,
+  });
+  const { db } = database;
+  const redis = connectRedis(config.redisUrl, log);
+  redis.connect().catch(() => {}); // reported by the error listener; /ready shows it
+  try {
+    const bootstrap = await database.runExclusive(() => ensureBootstrapClient(db, config.bootstrapClient));
+    const app = createApp({
+      db,
+      config,
+      log,
+      metrics: createMetrics(),
+      readiness: { postgres: () => db.execute(sql`select 1`), redis: () => redis.ping() },
+    });
+    const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+    const address = await listen(server, config.port);
+    const url = `http://127.0.0.1:${address.port}`;
+    log.info({ url, roles: config.roles, database: database.kind }, 'gateway listening');
+    return {
+      url,
+      database,
+      redis,
+      bootstrap,
+      async stop() {
+        await closeServer(server);
+        redis.disconnect();
+        await database.close();
+      },
+    };
+  } catch (error) {
+    redis.disconnect();
+    await database.close();
+    throw error;
+  }
+}

@@ -1,0 +1,51 @@
+import { ConfigError, loadConfig } from './config';
+import { startGateway } from './gateway';
+import { createLogger } from './logger';
+
+let config;
+try {
+  config = loadConfig();
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  console.error(error.message);
+  process.exit(1);
+}
+
+const log = createLogger(config.logLevel);
+const gateway = await startGateway(config, log).catch((error: unknown) => {
+  log.fatal({ err: error }, 'the gateway could not start');
+  process.exit(1);
+});
+
+console.log(`Webhook gateway listening on ${gateway.url} (roles: ${config.roles.join(', ')})`);
+console.log(`  GraphQL and GraphiQL: ${gateway.url}/graphql   REST: ${gateway.url}/v2/outgoingWebhooks`);
+if (gateway.database.embeddedUrl) {
+  console.log(`  Embedded database (${config.embeddedDbDir}) served at ${gateway.database.embeddedUrl}`);
+}
+if (gateway.bootstrap.kind === 'created') {
+  // Printed once, on the first start of an empty database; only its hash is stored.
+  console.log('\nCreated the first API client. Keep these credentials; the secret is not shown again:');
+  console.log(`  client_id:     ${gateway.bootstrap.credentials.clientId}`);
+  console.log(`  client_secret: ${gateway.bootstrap.credentials.clientSecret}\n`);
+}
+
+let stopping = false;
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    const forced = setTimeout(() => {
+      log.error('shutdown took too long; exiting');
+      process.exit(1);
+    }, 20_000);
+    forced.unref();
+    gateway.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error({ err: error }, 'error during shutdown');
+        process.exit(1);
+      },
+    );
+  });
+}

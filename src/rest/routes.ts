@@ -1,0 +1,102 @@
+import { Hono, type Context } from 'hono';
+import { authenticateBearer } from '../auth/tokens';
+import type { Config } from '../config';
+import type { ServiceContext } from '../context';
+import type { Db } from '../db/database';
+import { AppError } from '../errors';
+import type { HttpEnv } from '../server/env';
+import {
+  createWebhook,
+  deleteWebhook,
+  getWebhook,
+  listWebhooks,
+  regenerateWebhookSecret,
+  updateWebhook,
+} from '../webhooks/service';
+import { fromRestShape, toRestShape } from './shape';
+
+interface RestRequest {
+  ctx: ServiceContext;
+  params: Record<string, string>;
+  body: unknown;
+}
+
+type RestResult = { status: 200 | 201; body: unknown } | { status: 204 };
+
+interface RestRoute {
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  path: string;
+  handle(request: RestRequest): Promise<RestResult>;
+}
+
+const ok = (body: unknown): RestResult => ({ status: 200, body });
+const created = (body: unknown): RestResult => ({ status: 201, body });
+const noContent: RestResult = { status: 204 };
+const list = (items: object[]) => ok({ Result: items.map(toRestShape) });
+
+/** Caspio's REST API as a table of routes onto the same services GraphQL uses. */
+export const REST_ROUTES: RestRoute[] = [
+  {
+    method: 'GET',
+    path: '/outgoingWebhooks',
+    handle: async ({ ctx }) => list(await listWebhooks(ctx)),
+  },
+  {
+    method: 'POST',
+    path: '/outgoingWebhooks',
+    handle: async ({ ctx, body }) => created(toRestShape(await createWebhook(ctx, fromRestShape(body)))),
+  },
+  {
+    method: 'GET',
+    path: '/outgoingWebhooks/:webhookId',
+    handle: async ({ ctx, params }) => ok(toRestShape(await getWebhook(ctx, params.webhookId!))),
+  },
+  {
+    method: 'PUT',
+    path: '/outgoingWebhooks/:webhookId',
+    handle: async ({ ctx, params, body }) =>
+      ok(toRestShape(await updateWebhook(ctx, params.webhookId!, fromRestShape(body)))),
+  },
+  {
+    method: 'DELETE',
+    path: '/outgoingWebhooks/:webhookId',
+    handle: async ({ ctx, params }) => {
+      await deleteWebhook(ctx, params.webhookId!);
+      return noContent;
+    },
+  },
+  {
+    method: 'PATCH',
+    path: '/outgoingWebhooks/:webhookId/regenerateSecret',
+    handle: async ({ ctx, params }) => ok(toRestShape(await regenerateWebhookSecret(ctx, params.webhookId!))),
+  },
+];
+
+/** The JSON body of a request, `undefined` when there is none. */
+async function readJsonBody(c: Context<HttpEnv>): Promise<unknown> {
+  const text = await c.req.text();
+  if (text.trim() === '') return undefined;
+  const contentType = c.req.header('content-type') ?? '';
+  if (!/^application\/([\w.+-]+\+)?json\b/i.test(contentType)) {
+    throw new AppError('UnsupportedMediaType', 'The request body must be JSON (Content-Type: application/json)');
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new AppError('IncorrectBodyParameter', `Malformed JSON: ${(error as Error).message}`);
+  }
+}
+
+export function createRestApi(deps: { db: Db; config: Config }): Hono<HttpEnv> {
+  const api = new Hono<HttpEnv>();
+  for (const route of REST_ROUTES) {
+    api.on(route.method, route.path, async (c) => {
+      const principal = await authenticateBearer(deps.db, c.req.header('authorization'));
+      const ctx: ServiceContext = { db: deps.db, config: deps.config, log: c.get('log'), principal };
+      const body = route.method === 'GET' || route.method === 'DELETE' ? undefined : await readJsonBody(c);
+      const result = await route.handle({ ctx, params: c.req.param(), body });
+      return result.status === 204 ? c.body(null, 204) : c.json(result.body as object, result.status);
+    });
+  }
+  return api;
+}

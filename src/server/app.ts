@@ -1,0 +1,82 @@
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { requestId } from 'hono/request-id';
+import { createTokenEndpoint } from '../auth/tokenEndpoint';
+import type { Config } from '../config';
+import type { Db } from '../db/database';
+import { createGraphQLHandler } from '../graphql/handler';
+import type { Logger } from '../logger';
+import { renderRestError, restError } from '../rest/errors';
+import { createRestApi } from '../rest/routes';
+import type { HttpEnv } from './env';
+import type { Metrics } from './metrics';
+
+/** Requests larger than this are refused with 413 before they are read. */
+export const MAX_REQUEST_BYTES = 1024 * 1024;
+
+export const REST_PREFIXES = ['/v2', '/rest/v2', '/integrations/rest/v3'] as const;
+
+export interface AppDependencies {
+  db: Db;
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  /** Each check resolves when its dependency answers and rejects when it does not. */
+  readiness: Record<string, () => Promise<unknown>>;
+}
+
+const READY_TIMEOUT_MS = 2000;
+
+function withTimeout(check: () => Promise<unknown>): Promise<unknown> {
+  return Promise.race([
+    check(),
+    new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), READY_TIMEOUT_MS).unref()),
+  ]);
+}
+
+export function createApp(deps: AppDependencies): Hono<HttpEnv> {
+  const app = new Hono<HttpEnv>();
+
+  app.use(requestId());
+  app.use(async (c, next) => {
+    const started = performance.now();
+    const log = deps.log.child({ reqId: c.get('requestId') });
+    c.set('log', log);
+    await next();
+    const route = c.req.routePath === '/*' ? 'unmatched' : c.req.routePath;
+    const seconds = (performance.now() - started) / 1000;
+    deps.metrics.httpRequests.inc({ method: c.req.method, route, status: c.res.status });
+    deps.metrics.httpDuration.observe({ method: c.req.method, route }, seconds);
+    log.info({ method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 1000) }, 'request');
+  });
+  app.use(
+    bodyLimit({
+      maxSize: MAX_REQUEST_BYTES,
+      onError: (c) => restError(c, 'PayloadTooLarge', `The request body is larger than ${MAX_REQUEST_BYTES} bytes`),
+    }),
+  );
+
+  app.get('/health', (c) => c.json({ status: 'ok' }));
+  app.get('/ready', async (c) => {
+    const names = Object.keys(deps.readiness);
+    const results = await Promise.allSettled(names.map((name) => withTimeout(deps.readiness[name]!)));
+    const checks = Object.fromEntries(names.map((name, i) => [name, results[i]!.status === 'fulfilled' ? 'up' : 'down']));
+    const ready = results.every((result) => result.status === 'fulfilled');
+    return c.json({ status: ready ? 'ready' : 'unavailable', checks }, ready ? 200 : 503);
+  });
+  app.get('/metrics', async (c) =>
+    c.body(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType }),
+  );
+
+  if (deps.config.roles.includes('api')) {
+    const graphql = createGraphQLHandler(deps);
+    app.on(['GET', 'POST', 'OPTIONS'], '/graphql', (c) => graphql.fetch(c.req.raw, { log: c.get('log') }));
+    app.post('/oauth/token', createTokenEndpoint(deps.db));
+    const rest = createRestApi(deps);
+    for (const prefix of REST_PREFIXES) app.route(prefix, rest);
+  }
+
+  app.notFound((c) => restError(c, 'ObjectNotFound', `No route ${c.req.method} ${c.req.path}`));
+  app.onError((error, c) => renderRestError(c, error));
+  return app;
+}

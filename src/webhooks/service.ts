@@ -1,0 +1,244 @@
+import { and, asc, eq, inArray, ne } from 'drizzle-orm';
+import { z } from 'zod';
+import { hasPermission, requirePermission } from '../auth/principal';
+import { displayName } from '../auth/principal';
+import type { ServiceContext } from '../context';
+import type { Db } from '../db/database';
+import { violatedUniqueConstraint } from '../db/errors';
+import { newShortId } from '../db/ids';
+import { badInput, notFound } from '../errors';
+import { expected, parseInput } from '../validation';
+import { newWebhookSecret } from './secrets';
+import { webhooks, webhookUrls } from './tables';
+import { findForbiddenTarget, parseTargetUrl } from './targetUrls';
+
+export interface Webhook {
+  id: string;
+  name: string;
+  description: string;
+  outgoingUrls: string[];
+  callThrottling: number;
+  enabled: boolean;
+  defaultPayloadIncludesSecret: boolean;
+  /** Left out for profiles without `webhooks:write`. */
+  secret?: string;
+  dateCreated: Date;
+  createdBy: string;
+  lastModified: Date;
+  modifiedBy: string;
+}
+
+export const MAX_DESCRIPTION_LENGTH = 2000;
+
+function inputSchema(ctx: ServiceContext) {
+  const { callThrottlingMax, multicastMaxUrls } = ctx.config;
+  return z.object({
+    name: z.string(expected('a string')).min(1, 'is required').max(255, 'must be at most 255 characters'),
+    description: z
+      .string(expected('a string'))
+      .max(MAX_DESCRIPTION_LENGTH, `must be at most ${MAX_DESCRIPTION_LENGTH} characters`)
+      .nullable()
+      .transform((text) => text ?? ''),
+    outgoingUrls: z
+      .array(z.string(expected('a URL string')), expected('an array of URLs'))
+      .min(1, 'must hold at least one URL')
+      .max(multicastMaxUrls, `must hold at most ${multicastMaxUrls} URLs (MULTICAST_MAX_URLS)`),
+    // 0 or null means the plan maximum.
+    callThrottling: z
+      .number(expected('an integer'))
+      .int('must be an integer')
+      .min(0, 'must not be negative')
+      .max(callThrottlingMax, `must be at most ${callThrottlingMax} calls per second (CALL_THROTTLING_MAX)`)
+      .nullable()
+      .transform((limit) => (limit ? limit : callThrottlingMax)),
+    enabled: z.boolean(expected('true or false')),
+    defaultPayloadIncludesSecret: z.boolean(expected('true or false')),
+  });
+}
+
+const createSchema = (ctx: ServiceContext) =>
+  inputSchema(ctx).partial().required({ name: true, outgoingUrls: true });
+const updateSchema = (ctx: ServiceContext) => inputSchema(ctx).partial();
+
+/** Canonical, distinct, allowed target URLs, or a 400 naming the first one that is not. */
+async function checkOutgoingUrls(ctx: ServiceContext, urls: string[]): Promise<string[]> {
+  const policy = { allowPrivateTargets: ctx.config.allowPrivateTargets };
+  const parsed = urls.map((text, index) => {
+    const result = parseTargetUrl(text, policy);
+    if ('problem' in result) throw badInput(`outgoingUrls.${index}`, result.problem);
+    return result.url;
+  });
+  const seen = new Set<string>();
+  parsed.forEach((url, index) => {
+    if (seen.has(url.href)) throw badInput(`outgoingUrls.${index}`, `'${url.href}' is listed twice`);
+    seen.add(url.href);
+  });
+  const problems = await Promise.all(parsed.map((url) => findForbiddenTarget(url, policy)));
+  const index = problems.findIndex((problem) => problem !== undefined);
+  if (index >= 0) throw badInput(`outgoingUrls.${index}`, problems[index]!);
+  return parsed.map((url) => url.href);
+}
+
+async function refuseUrlsOfOtherWebhooks(db: Db, webhookId: string, urls: string[]): Promise<void> {
+  const [taken] = await db
+    .select({ url: webhookUrls.url, webhookId: webhookUrls.webhookId })
+    .from(webhookUrls)
+    .where(and(inArray(webhookUrls.url, urls), ne(webhookUrls.webhookId, webhookId)))
+    .limit(1);
+  if (taken) {
+    throw badInput(`outgoingUrls.${urls.indexOf(taken.url)}`, `'${taken.url}' already belongs to webhook '${taken.webhookId}'`);
+  }
+}
+
+async function replaceUrls(db: Db, webhookId: string, urls: string[]): Promise<void> {
+  await refuseUrlsOfOtherWebhooks(db, webhookId, urls);
+  await db.delete(webhookUrls).where(eq(webhookUrls.webhookId, webhookId));
+  await db.insert(webhookUrls).values(urls.map((url, position) => ({ url, webhookId, position })));
+}
+
+/** Turns a unique violation into the 400 a user can act on; anything else is rethrown. */
+function explainConflict(error: unknown, name: string | undefined): never {
+  const constraint = violatedUniqueConstraint(error);
+  if (constraint === 'webhooks_name_unique') throw badInput('name', `a webhook named '${name}' already exists`);
+  if (constraint === 'webhook_urls_pkey') throw badInput('outgoingUrls', 'a URL already belongs to another webhook');
+  throw error;
+}
+
+type WebhookRow = typeof webhooks.$inferSelect;
+
+function toWebhook(ctx: ServiceContext, row: WebhookRow, outgoingUrls: string[]): Webhook {
+  return {
+    id: row.id,
+    name: row.name,
+    description: row.description,
+    outgoingUrls,
+    callThrottling: row.callThrottling,
+    enabled: row.enabled,
+    defaultPayloadIncludesSecret: row.defaultPayloadIncludesSecret,
+    secret: hasPermission(ctx.principal, 'webhooks:write') ? row.secret : undefined,
+    dateCreated: row.createdAt,
+    createdBy: row.createdBy,
+    lastModified: row.modifiedAt,
+    modifiedBy: row.modifiedBy,
+  };
+}
+
+async function urlsByWebhook(db: Db, webhookIds: string[]): Promise<Map<string, string[]>> {
+  const byWebhook = new Map<string, string[]>(webhookIds.map((id) => [id, []]));
+  if (webhookIds.length === 0) return byWebhook;
+  const rows = await db
+    .select()
+    .from(webhookUrls)
+    .where(inArray(webhookUrls.webhookId, webhookIds))
+    .orderBy(asc(webhookUrls.webhookId), asc(webhookUrls.position));
+  for (const row of rows) byWebhook.get(row.webhookId)?.push(row.url);
+  return byWebhook;
+}
+
+async function loadWebhook(ctx: ServiceContext, db: Db, id: string): Promise<Webhook> {
+  const [row] = await db.select().from(webhooks).where(eq(webhooks.id, id));
+  if (!row) throw notFound('Webhook', id);
+  const urls = await urlsByWebhook(db, [id]);
+  return toWebhook(ctx, row, urls.get(id) ?? []);
+}
+
+export async function listWebhooks(ctx: ServiceContext): Promise<Webhook[]> {
+  requirePermission(ctx.principal, 'webhooks:read');
+  const rows = await ctx.db.select().from(webhooks).orderBy(asc(webhooks.createdAt), asc(webhooks.id));
+  const urls = await urlsByWebhook(
+    ctx.db,
+    rows.map((row) => row.id),
+  );
+  return rows.map((row) => toWebhook(ctx, row, urls.get(row.id) ?? []));
+}
+
+export async function getWebhook(ctx: ServiceContext, id: string): Promise<Webhook> {
+  requirePermission(ctx.principal, 'webhooks:read');
+  return loadWebhook(ctx, ctx.db, id);
+}
+
+export async function createWebhook(ctx: ServiceContext, input: unknown): Promise<Webhook> {
+  requirePermission(ctx.principal, 'webhooks:write');
+  const fields = parseInput(createSchema(ctx), input);
+  const outgoingUrls = await checkOutgoingUrls(ctx, fields.outgoingUrls);
+  const actor = displayName(ctx.principal);
+  for (let attempt = 1; ; attempt++) {
+    const id = newShortId();
+    try {
+      return await ctx.db.transaction(async (tx) => {
+        await tx.insert(webhooks).values({
+          id,
+          name: fields.name,
+          description: fields.description ?? '',
+          callThrottling: fields.callThrottling ?? ctx.config.callThrottlingMax,
+          enabled: fields.enabled ?? true,
+          defaultPayloadIncludesSecret: fields.defaultPayloadIncludesSecret ?? false,
+          secret: newWebhookSecret(),
+          createdBy: actor,
+          modifiedBy: actor,
+        });
+        await replaceUrls(tx, id, outgoingUrls);
+        return loadWebhook(ctx, tx, id);
+      });
+    } catch (error) {
+      // Six characters leave room for a rare id collision: draw again.
+      if (violatedUniqueConstraint(error) === 'webhooks_pkey' && attempt < 5) continue;
+      explainConflict(error, fields.name);
+    }
+  }
+}
+
+export async function updateWebhook(ctx: ServiceContext, id: string, input: unknown): Promise<Webhook> {
+  requirePermission(ctx.principal, 'webhooks:write');
+  const fields = parseInput(updateSchema(ctx), input);
+  const outgoingUrls = fields.outgoingUrls && (await checkOutgoingUrls(ctx, fields.outgoingUrls));
+  try {
+    return await ctx.db.transaction(async (tx) => {
+      const updated = await tx
+        .update(webhooks)
+        .set({
+          name: fields.name,
+          description: fields.description,
+          callThrottling: fields.callThrottling,
+          enabled: fields.enabled,
+          defaultPayloadIncludesSecret: fields.defaultPayloadIncludesSecret,
+          modifiedAt: new Date(),
+          modifiedBy: displayName(ctx.principal),
+        })
+        .where(eq(webhooks.id, id))
+        .returning({ id: webhooks.id });
+      if (updated.length === 0) throw notFound('Webhook', id);
+      if (outgoingUrls) await replaceUrls(tx, id, outgoingUrls);
+      return loadWebhook(ctx, tx, id);
+    });
+  } catch (error) {
+    explainConflict(error, fields.name);
+  }
+}
+
+export async function deleteWebhook(ctx: ServiceContext, id: string): Promise<void> {
+  requirePermission(ctx.principal, 'webhooks:write');
+  const deleted = await ctx.db.delete(webhooks).where(eq(webhooks.id, id)).returning({ id: webhooks.id });
+  if (deleted.length === 0) throw notFound('Webhook', id);
+}
+
+/** A new secret; the old one keeps signing beside it for SECRET_ROTATION_OVERLAP. */
+export async function regenerateWebhookSecret(ctx: ServiceContext, id: string): Promise<Webhook> {
+  requirePermission(ctx.principal, 'webhooks:write');
+  return ctx.db.transaction(async (tx) => {
+    const [current] = await tx.select({ secret: webhooks.secret }).from(webhooks).where(eq(webhooks.id, id)).for('update');
+    if (!current) throw notFound('Webhook', id);
+    const now = Date.now();
+    await tx
+      .update(webhooks)
+      .set({
+        secret: newWebhookSecret(),
+        previousSecret: current.secret,
+        previousSecretExpiresAt: new Date(now + ctx.config.secretRotationOverlapMs),
+        modifiedAt: new Date(now),
+        modifiedBy: displayName(ctx.principal),
+      })
+      .where(eq(webhooks.id, id));
+    return loadWebhook(ctx, tx, id);
+  });
+}

@@ -1,0 +1,32 @@
+import { boolean, index, integer, text, timestamp } from 'drizzle-orm/pg-core';
+import { gatewaySchema } from '../db/namespace';
+
+export const webhooks = gatewaySchema.table('webhooks', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull().unique('webhooks_name_unique'),
+  description: text('description').notNull().default(''),
+  callThrottling: integer('call_throttling').notNull(),
+  enabled: boolean('enabled').notNull().default(true),
+  defaultPayloadIncludesSecret: boolean('default_payload_includes_secret').notNull().default(false),
+  secret: text('secret').notNull(),
+  // The secret replaced by the last rotation keeps signing until previousSecretExpiresAt.
+  previousSecret: text('previous_secret'),
+  previousSecretExpiresAt: timestamp('previous_secret_expires_at', { withTimezone: true }),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  createdBy: text('created_by').notNull(),
+  modifiedAt: timestamp('modified_at', { withTimezone: true }).notNull().defaultNow(),
+  modifiedBy: text('modified_by').notNull(),
+});
+
+/** One row per target URL; the primary key makes a URL belong to one webhook only. */
+export const webhookUrls = gatewaySchema.table(
+  'webhook_urls',
+  {
+    url: text('url').primaryKey(),
+    webhookId: text('webhook_id')
+      .notNull()
+      .references(() => webhooks.id, { onDelete: 'cascade' }),
+    position: integer('position').notNull(),
+  },
+  (table) => [index('webhook_urls_webhook_idx').on(table.webhookId, table.position)],
+);
