@@ -21,13 +21,18 @@ export function appErrorToGraphQL(error: AppError, at?: GraphQLError): GraphQLEr
   });
 }
 
+// Duck-typed as yoga does: graphql can be loaded twice (its ESM and CommonJS builds), and an
+// error from the other copy fails `instanceof`.
+const isGraphQLError = (error: unknown): error is GraphQLError =>
+  error instanceof Error && error.name === 'GraphQLError';
+
 /** yoga's error mask: errors with a stable code keep their message; anything unexpected is logged and hidden. */
 export function createErrorMask(log: Logger) {
   return (error: unknown): Error => {
-    const located = error instanceof GraphQLError ? error : undefined;
+    const located = isGraphQLError(error) ? error : undefined;
     const original = located ? located.originalError : error;
     if (original instanceof AppError) return appErrorToGraphQL(original, located);
-    if (located && (!original || original instanceof GraphQLError)) return located;
+    if (located && (!original || isGraphQLError(original))) return located;
     log.error({ err: original, path: located?.path }, 'unexpected error in a GraphQL operation');
     return new GraphQLError('Internal error', { path: located?.path, extensions: { code: 'InternalError' } });
   };

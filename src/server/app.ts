@@ -52,7 +52,11 @@ export function createApp(deps: AppDependencies): Hono<HttpEnv> {
   app.use(
     bodyLimit({
       maxSize: MAX_REQUEST_BYTES,
-      onError: (c) => restError(c, 'PayloadTooLarge', `The request body is larger than ${MAX_REQUEST_BYTES} bytes`),
+      onError: (c) => {
+        // The rest of the body is never read, so this connection cannot carry another request.
+        c.header('Connection', 'close');
+        return restError(c, 'PayloadTooLarge', `The request body is larger than ${MAX_REQUEST_BYTES} bytes`);
+      },
     }),
   );
 

@@ -1,0 +1,102 @@
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import { createApiClient } from '../../src/auth/clients';
+import { PERMISSIONS, READ_ONLY_PERMISSIONS } from '../../src/auth/principal';
+import { loadConfig } from '../../src/config';
+import { startGateway, type Gateway } from '../../src/gateway';
+import { createLogger } from '../../src/logger';
+
+/** The local Postgres server tests create their own databases on. */
+export const ADMIN_DATABASE_URL = process.env.TEST_ADMIN_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+export interface HttpResult {
+  status: number;
+  headers: Headers;
+  body: any;
+}
+
+export interface TestGateway {
+  gateway: Gateway;
+  url: string;
+  databaseUrl: string;
+  /** Creates a profile and returns an access token for it, obtained from POST /oauth/token. */
+  token(options?: { readOnly?: boolean; name?: string; email?: string }): Promise<string>;
+  request(method: string, path: string, options?: { token?: string; body?: unknown; headers?: Record<string, string> }): Promise<HttpResult>;
+  graphql(query: string, variables?: Record<string, unknown>, token?: string): Promise<HttpResult>;
+  stop(): Promise<void>;
+}
+
+/** A fresh database of its own, so test files can run in parallel. */
+export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `gw_test_${randomBytes(6).toString('hex')}`;
+  const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`);
+  const url = new URL(ADMIN_DATABASE_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.href,
+    async drop() {
+      await admin.unsafe(`drop database if exists ${name} with (force)`);
+      await admin.end();
+    },
+  };
+}
+
+export async function parseResponse(response: Response): Promise<HttpResult> {
+  const text = await response.text();
+  let body: unknown = text;
+  try {
+    body = text ? JSON.parse(text) : undefined;
+  } catch {
+    // not JSON: keep the text
+  }
+  return { status: response.status, headers: response.headers, body };
+}
+
+/** Starts a real gateway (real HTTP, Postgres and Redis) on a database of its own. */
+export async function startTestGateway(env: Record<string, string> = {}): Promise<TestGateway> {
+  const database = await createTestDatabase();
+  const config = loadConfig({ DATABASE_URL: database.url, PORT: '0', LOG_LEVEL: 'silent', ...env });
+  const gateway = await startGateway(config, createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
+  const url = gateway.url;
+
+  const request: TestGateway['request'] = async (method, path, options = {}) => {
+    const headers: Record<string, string> = { ...options.headers };
+    if (options.token) headers.authorization = `Bearer ${options.token}`;
+    let body: string | undefined;
+    if (options.body !== undefined) {
+      body = typeof options.body === 'string' ? options.body : JSON.stringify(options.body);
+      headers['content-type'] ??= 'application/json';
+    }
+    return parseResponse(await fetch(`${url}${path}`, { method, headers, body }));
+  };
+
+  return {
+    gateway,
+    url,
+    databaseUrl: database.url,
+    async token(options = {}) {
+      const credentials = await createApiClient(gateway.database.db, {
+        name: options.name ?? 'John Doe',
+        email: options.email ?? 'john.doe@acme.com',
+        permissions: options.readOnly ? READ_ONLY_PERMISSIONS : [...PERMISSIONS],
+      });
+      const response = await request('POST', '/oauth/token', {
+        body: new URLSearchParams({
+          grant_type: 'client_credentials',
+          client_id: credentials.clientId,
+          client_secret: credentials.clientSecret,
+        }).toString(),
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      });
+      if (response.status !== 200) throw new Error(`token request failed: ${JSON.stringify(response.body)}`);
+      return response.body.access_token as string;
+    },
+    request,
+    graphql: (query, variables, token) => request('POST', '/graphql', { token, body: { query, variables } }),
+    async stop() {
+      await gateway.stop();
+      await database.drop();
+    },
+  };
+}
