@@ -1,0 +1,39 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { expect, it } from 'vitest';
+import { createTestDatabase } from './support/gateway';
+
+it('starts as a process, prints where it listens and the first credentials, and stops cleanly on SIGTERM', async () => {
+  const database = await createTestDatabase();
+  const child = spawn('node', ['--import', 'tsx', 'src/main.ts'], {
+    env: { ...process.env, DATABASE_URL: database.url, PORT: '0', LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  try {
+    let output = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => (output += chunk));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    while (!/client_secret: \S+/.test(output)) {
+      if (child.exitCode !== null) throw new Error(`exited early:\n${output}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const url = /listening on (http:\/\/\S+)/.exec(output)![1]!;
+    const clientId = /client_id: +(\S+)/.exec(output)![1]!;
+    const clientSecret = /client_secret: +(\S+)/.exec(output)![1]!;
+
+    const token = await fetch(`${url}/oauth/token`, {
+      method: 'POST',
+      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: clientId, client_secret: clientSecret }),
+    });
+    expect(token.status).toBe(200);
+
+    child.kill('SIGTERM');
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(0);
+    expect(output).not.toMatch(/"level":(50|60)/); // no error or fatal log lines
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await database.drop();
+  }
+});
