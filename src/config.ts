@@ -71,6 +71,10 @@ const environment = z
     BOOTSTRAP_CLIENT_SECRET: z.string().min(16, 'must be at least 16 characters').max(256).optional(),
     LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   })
+  .refine((env) => env.WATCHED_SCHEMA !== 'webhook_gateway', {
+    message: "must not be the gateway's own schema (webhook_gateway)",
+    path: ['WATCHED_SCHEMA'],
+  })
   .refine((env) => (env.BOOTSTRAP_CLIENT_ID === undefined) === (env.BOOTSTRAP_CLIENT_SECRET === undefined), {
     message: 'BOOTSTRAP_CLIENT_ID and BOOTSTRAP_CLIENT_SECRET must be set together',
     path: ['BOOTSTRAP_CLIENT_ID'],

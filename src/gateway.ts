@@ -4,6 +4,7 @@ import { createAdaptorServer } from '@hono/node-server';
 import { sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import { ensureBootstrapClient, type BootstrapOutcome } from './auth/clients';
+import { Dispatcher } from './capture/dispatcher';
 import type { Config } from './config';
 import { openDatabase, type Database } from './db/database';
 import type { Logger } from './logger';
@@ -71,6 +72,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       metrics: createMetrics(),
       readiness: { postgres: () => db.execute(sql`select 1`), redis: () => redis.ping() },
     });
+    const dispatcher = config.roles.includes('dispatcher') ? new Dispatcher({ database, config, log }) : undefined;
+    await dispatcher?.start();
     const server = createAdaptorServer({ fetch: app.fetch }) as Server;
     const address = await listen(server, config.port);
     const url = `http://127.0.0.1:${address.port}`;
@@ -82,6 +85,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       bootstrap,
       async stop() {
         await closeServer(server);
+        await dispatcher?.stop();
         redis.disconnect();
         await database.close();
       },

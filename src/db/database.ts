@@ -19,6 +19,8 @@ export interface Database {
   kind: 'postgres' | 'embedded';
   /** Where other programs reach the embedded database, when it is served. */
   embeddedUrl?: string;
+  /** Calls `onNotify` on every NOTIFY on `channel`; resolves to a function that stops listening. */
+  listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>;
   /** Runs `task` while no other gateway process runs a startup task (migrations, bootstrap). */
   runExclusive<T>(task: () => Promise<T>): Promise<T>;
   close(): Promise<void>;
@@ -39,6 +41,11 @@ export function connectPostgres(url: string, poolSize = 10): Database {
   return {
     db,
     kind: 'postgres',
+    async listen(channel, onNotify) {
+      // postgres.js keeps a connection of its own for LISTEN and listens again after a reconnect.
+      const { unlisten } = await sql.listen(channel, () => onNotify());
+      return unlisten;
+    },
     async runExclusive(task) {
       const connection = await sql.reserve();
       try {
@@ -82,6 +89,10 @@ export async function openEmbedded(options: EmbeddedOptions): Promise<Database> 
     db,
     kind: 'embedded',
     embeddedUrl,
+    async listen(channel, onNotify) {
+      const unlisten = await pglite.listen(channel, () => onNotify());
+      return unlisten;
+    },
     runExclusive: (task) => task(),
     async close() {
       await socketServer?.stop();

@@ -2,3 +2,7 @@
 export { gatewaySchema } from './namespace';
 export * from '../auth/tables';
 export * from '../webhooks/tables';
+export * from '../events/tables';
+export * from '../capture/tables';
+export * from '../messages/tables';
+export * from '../delivery/tables';

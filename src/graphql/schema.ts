@@ -1,4 +1,7 @@
 import { builder } from './builder';
 import '../webhooks/graphql';
+import '../events/graphql';
+import '../tables/graphql';
+import '../messages/graphql';
 
 export const schema = builder.toSchema({ sortSchema: false });

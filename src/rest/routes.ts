@@ -9,10 +9,13 @@ import {
   createWebhook,
   deleteWebhook,
   getWebhook,
+  getWebhookStats,
   listWebhooks,
   regenerateWebhookSecret,
   updateWebhook,
 } from '../webhooks/service';
+import { createEvent, deleteEvent, getEvent, getEventStats, listEvents, updateEvent } from '../events/service';
+import { getTableFields, listTables } from '../tables/catalog';
 import { fromRestShape, toRestShape } from './shape';
 
 interface RestRequest {
@@ -49,7 +52,10 @@ export const REST_ROUTES: RestRoute[] = [
   {
     method: 'GET',
     path: '/outgoingWebhooks/:webhookId',
-    handle: async ({ ctx, params }) => ok(toRestShape(await getWebhook(ctx, params.webhookId!))),
+    handle: async ({ ctx, params }) => {
+      const webhook = await getWebhook(ctx, params.webhookId!);
+      return ok(toRestShape({ ...webhook, ...(await getWebhookStats(ctx, webhook.id)) }));
+    },
   },
   {
     method: 'PUT',
@@ -69,6 +75,49 @@ export const REST_ROUTES: RestRoute[] = [
     method: 'PATCH',
     path: '/outgoingWebhooks/:webhookId/regenerateSecret',
     handle: async ({ ctx, params }) => ok(toRestShape(await regenerateWebhookSecret(ctx, params.webhookId!))),
+  },
+  {
+    method: 'GET',
+    path: '/outgoingWebhooks/:webhookId/events',
+    handle: async ({ ctx, params }) => list(await listEvents(ctx, params.webhookId!)),
+  },
+  {
+    method: 'POST',
+    path: '/outgoingWebhooks/:webhookId/events',
+    handle: async ({ ctx, params, body }) =>
+      created(toRestShape(await createEvent(ctx, params.webhookId!, fromRestShape(body)))),
+  },
+  {
+    method: 'GET',
+    path: '/outgoingWebhooks/:webhookId/events/:eventId',
+    handle: async ({ ctx, params }) => {
+      const event = await getEvent(ctx, params.webhookId!, params.eventId!);
+      return ok(toRestShape({ ...event, ...(await getEventStats(ctx, event.id)) }));
+    },
+  },
+  {
+    method: 'PUT',
+    path: '/outgoingWebhooks/:webhookId/events/:eventId',
+    handle: async ({ ctx, params, body }) =>
+      ok(toRestShape(await updateEvent(ctx, params.webhookId!, params.eventId!, fromRestShape(body)))),
+  },
+  {
+    method: 'DELETE',
+    path: '/outgoingWebhooks/:webhookId/events/:eventId',
+    handle: async ({ ctx, params }) => {
+      await deleteEvent(ctx, params.webhookId!, params.eventId!);
+      return noContent;
+    },
+  },
+  {
+    method: 'GET',
+    path: '/tables',
+    handle: async ({ ctx }) => ok({ Result: await listTables(ctx) }),
+  },
+  {
+    method: 'GET',
+    path: '/tables/:table/fields',
+    handle: async ({ ctx, params }) => list(await getTableFields(ctx, params.table!)),
   },
 ];
 

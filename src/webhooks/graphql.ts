@@ -1,14 +1,18 @@
 import { formatApiDate } from '../dates';
 import { builder } from '../graphql/builder';
+import { perRequest } from '../graphql/perRequest';
 import {
   createWebhook,
   deleteWebhook,
   getWebhook,
+  getWebhookStats,
   listWebhooks,
   regenerateWebhookSecret,
   updateWebhook,
   type Webhook,
 } from './service';
+
+const statsOf = perRequest((ctx, webhook: Webhook) => getWebhookStats(ctx, webhook.id));
 
 export const OutgoingWebhookType = builder.objectRef<Webhook>('OutgoingWebhook').implement({
   description: 'An outgoing webhook: where messages go, how they are signed and how fast they may be sent.',
@@ -29,6 +33,10 @@ export const OutgoingWebhookType = builder.objectRef<Webhook>('OutgoingWebhook')
     createdBy: t.exposeString('createdBy'),
     lastModified: t.string({ resolve: (webhook) => formatApiDate(webhook.lastModified) }),
     modifiedBy: t.exposeString('modifiedBy'),
+    events: t.int({ description: 'Events defined on the webhook.', resolve: async (webhook, _, ctx) => (await statsOf(ctx, webhook)).events }),
+    messages: t.int({ description: 'Messages in the last 30 days.', resolve: async (webhook, _, ctx) => (await statsOf(ctx, webhook)).messages }),
+    calls: t.int({ description: 'Calls in the last 30 days.', resolve: async (webhook, _, ctx) => (await statsOf(ctx, webhook)).calls }),
+    errors: t.int({ description: 'Failed calls in the last 30 days.', resolve: async (webhook, _, ctx) => (await statsOf(ctx, webhook)).errors }),
   }),
 });
 

@@ -1,12 +1,14 @@
-import { and, asc, eq, inArray, ne } from 'drizzle-orm';
+import { and, asc, count, eq, inArray, ne } from 'drizzle-orm';
 import { z } from 'zod';
-import { hasPermission, requirePermission } from '../auth/principal';
-import { displayName } from '../auth/principal';
+import { displayName, hasPermission, requirePermission } from '../auth/principal';
+import { syncCaptureTriggers } from '../capture/triggers';
 import type { ServiceContext } from '../context';
 import type { Db } from '../db/database';
 import { violatedUniqueConstraint } from '../db/errors';
 import { newShortId } from '../db/ids';
 import { badInput, notFound } from '../errors';
+import { webhookEvents } from '../events/tables';
+import { deliveryStats, type DeliveryStats } from '../messages/stats';
 import { expected, parseInput } from '../validation';
 import { newWebhookSecret } from './secrets';
 import { webhooks, webhookUrls } from './tables';
@@ -209,6 +211,11 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
         .returning({ id: webhooks.id });
       if (updated.length === 0) throw notFound('Webhook', id);
       if (outgoingUrls) await replaceUrls(tx, id, outgoingUrls);
+      if (fields.enabled !== undefined) {
+        // Enabled switches the Status of all the webhook's events (Caspio's semantics).
+        await tx.update(webhookEvents).set({ enabled: fields.enabled }).where(eq(webhookEvents.webhookId, id));
+        await syncCaptureTriggers(tx, ctx.config.watchedSchema);
+      }
       return loadWebhook(ctx, tx, id);
     });
   } catch (error) {
@@ -216,10 +223,25 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
   }
 }
 
+/** Deletes the webhook with its events (and their capture triggers, when no other webhook needs them). */
 export async function deleteWebhook(ctx: ServiceContext, id: string): Promise<void> {
   requirePermission(ctx.principal, 'webhooks:write');
-  const deleted = await ctx.db.delete(webhooks).where(eq(webhooks.id, id)).returning({ id: webhooks.id });
-  if (deleted.length === 0) throw notFound('Webhook', id);
+  await ctx.db.transaction(async (tx) => {
+    const deleted = await tx.delete(webhooks).where(eq(webhooks.id, id)).returning({ id: webhooks.id });
+    if (deleted.length === 0) throw notFound('Webhook', id);
+    await syncCaptureTriggers(tx, ctx.config.watchedSchema);
+  });
+}
+
+export interface WebhookStats extends DeliveryStats {
+  events: number;
+}
+
+/** The counts GET /outgoingWebhooks/{id} adds: events, and messages, calls and errors of the last 30 days. */
+export async function getWebhookStats(ctx: ServiceContext, id: string): Promise<WebhookStats> {
+  requirePermission(ctx.principal, 'webhooks:read');
+  const [events] = await ctx.db.select({ count: count() }).from(webhookEvents).where(eq(webhookEvents.webhookId, id));
+  return { events: events?.count ?? 0, ...(await deliveryStats(ctx.db, { webhookId: id })) };
 }
 
 /** A new secret; the old one keeps signing beside it for SECRET_ROTATION_OVERLAP. */

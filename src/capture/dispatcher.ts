@@ -1,0 +1,249 @@
+import { randomUUID } from 'node:crypto';
+import { and, asc, eq, inArray, sql } from 'drizzle-orm';
+import type { Config } from '../config';
+import { formatEventDate } from '../dates';
+import { queryRows, type Database, type Db } from '../db/database';
+import { webhookEvents, type EventType } from '../events/tables';
+import type { Logger } from '../logger';
+import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, type HookValues } from '../messages/payload';
+import { messages } from '../messages/tables';
+import { webhooks } from '../webhooks/tables';
+import { outbox } from './tables';
+import { OUTBOX_CHANNEL, syncCaptureTriggers } from './triggers';
+
+const EVENT_TYPE_OF: Record<string, EventType> = {
+  INSERT: 'table.recordInsert',
+  UPDATE: 'table.recordUpdate',
+  DELETE: 'table.recordDelete',
+};
+
+export const DISPATCH_BATCH_SIZE = 500;
+const INSERT_CHUNK = 1000;
+
+type Row = Record<string, unknown>;
+
+interface MatchingEvent {
+  id: string;
+  webhookId: string;
+  eventType: EventType;
+  objectName: string;
+  objectFields: string[];
+  customPayloadFields: string[];
+  template: unknown;
+  secret: string;
+}
+
+async function activeEventsFor(db: Db, tables: string[]): Promise<Map<string, MatchingEvent[]>> {
+  const rows = await db
+    .select({
+      event: webhookEvents,
+      secret: webhooks.secret,
+      includeSecret: webhooks.defaultPayloadIncludesSecret,
+    })
+    .from(webhookEvents)
+    .innerJoin(webhooks, eq(webhooks.id, webhookEvents.webhookId))
+    .where(and(inArray(webhookEvents.objectName, tables), eq(webhookEvents.enabled, true), eq(webhooks.enabled, true)))
+    .orderBy(asc(webhookEvents.createdAt));
+  const byTableAndType = new Map<string, MatchingEvent[]>();
+  for (const { event, secret, includeSecret } of rows) {
+    const key = `${event.objectName}\u0000${event.eventType}`;
+    const list = byTableAndType.get(key) ?? [];
+    list.push({
+      id: event.id,
+      webhookId: event.webhookId,
+      eventType: event.eventType,
+      objectName: event.objectName,
+      objectFields: event.objectFields,
+      customPayloadFields: event.customPayloadFields,
+      // Validated at save time; parsed once per batch here.
+      template: event.customPayloadTemplate ? parsePayloadTemplate(event.customPayloadTemplate).structure : undefined,
+      secret: includeSecret ? secret : '',
+    });
+    byTableAndType.set(key, list);
+  }
+  return byTableAndType;
+}
+
+/** bytea columns per table: to_json renders them as `\x…` hex, receivers get base64. */
+async function byteaColumnsOf(db: Db, schema: string, tables: string[]): Promise<Map<string, string[]>> {
+  const rows = await queryRows<{ table_name: string; column_name: string }>(
+    db,
+    sql`select c.relname as table_name, a.attname as column_name
+        from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = ${schema} and c.relname in ${tables} and a.atttypid = 'bytea'::regtype
+          and a.attnum > 0 and not a.attisdropped`,
+  );
+  const byTable = new Map<string, string[]>();
+  for (const row of rows) byTable.set(row.table_name, [...(byTable.get(row.table_name) ?? []), row.column_name]);
+  return byTable;
+}
+
+function withBase64Bytea(row: Row, byteaColumns: string[] | undefined): Row {
+  if (!byteaColumns) return row;
+  const converted = { ...row };
+  for (const column of byteaColumns) {
+    const value = converted[column];
+    if (typeof value === 'string' && value.startsWith('\\x')) {
+      converted[column] = Buffer.from(value.slice(2), 'hex').toString('base64');
+    }
+  }
+  return converted;
+}
+
+/** An update fires an event with ObjectFields only when one of those columns changed. */
+function changesWatchedColumn(event: MatchingEvent, before: Row, after: Row): boolean {
+  if (event.objectFields.length === 0) return true;
+  return event.objectFields.some((column) => JSON.stringify(before[column]) !== JSON.stringify(after[column]));
+}
+
+export interface DispatchResult {
+  changes: number;
+  messageIds: string[];
+}
+
+/**
+ * Turns up to `limit` captured changes into messages, in one transaction: read the oldest
+ * changes no other dispatcher holds, write one message per change per matching event, delete
+ * the changes. A crash at any point leaves either all of it or none.
+ */
+export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BATCH_SIZE): Promise<DispatchResult> {
+  return db.transaction(async (tx) => {
+    const changes = await tx
+      .select()
+      .from(outbox)
+      .orderBy(asc(outbox.id))
+      .limit(limit)
+      .for('update', { skipLocked: true });
+    if (changes.length === 0) return { changes: 0, messageIds: [] };
+    const tables = [...new Set(changes.map((change) => change.tableName))];
+    const events = await activeEventsFor(tx, tables);
+    const bytea = events.size > 0 ? await byteaColumnsOf(tx, config.watchedSchema, tables) : new Map<string, string[]>();
+
+    const created: (typeof messages.$inferInsert)[] = [];
+    for (const change of changes) {
+      const eventType = EVENT_TYPE_OF[change.operation]!;
+      const candidates = events.get(`${change.tableName}\u0000${eventType}`);
+      if (!candidates) continue;
+      const before = withBase64Bytea(change.oldRow ?? {}, bytea.get(change.tableName));
+      const after = withBase64Bytea(change.newRow ?? {}, bytea.get(change.tableName));
+      const row = change.operation === 'DELETE' ? before : after;
+      for (const event of candidates) {
+        if (change.operation === 'UPDATE' && !changesWatchedColumn(event, before, after)) continue;
+        const messageId = randomUUID();
+        const hook: HookValues = {
+          secret: event.secret,
+          webhookId: event.webhookId,
+          messageId,
+          eventId: event.id,
+          callId: '',
+          accountId: config.accountId,
+          eventDate: formatEventDate(change.changedAt),
+          eventType,
+          objectName: change.tableName,
+        };
+        const data = pickFields(row, event.customPayloadFields);
+        const body = event.template === undefined ? defaultBody(hook, data) : renderTemplate(event.template, hook, row);
+        created.push({
+          id: messageId,
+          webhookId: event.webhookId,
+          eventId: event.id,
+          eventType,
+          objectName: change.tableName,
+          body: JSON.stringify(body),
+          eventDate: change.changedAt,
+        });
+      }
+    }
+    for (let start = 0; start < created.length; start += INSERT_CHUNK) {
+      await tx.insert(messages).values(created.slice(start, start + INSERT_CHUNK));
+    }
+    await tx.delete(outbox).where(
+      inArray(
+        outbox.id,
+        changes.map((change) => change.id),
+      ),
+    );
+    return { changes: changes.length, messageIds: created.map((message) => message.id) };
+  });
+}
+
+export interface DispatcherOptions {
+  database: Database;
+  config: Config;
+  log: Logger;
+  /** The safety net under LISTEN/NOTIFY: how often the outbox is read anyway. */
+  pollIntervalMs?: number;
+  /** How often capture triggers are checked against the events (tables dropped or created since). */
+  triggerSyncIntervalMs?: number;
+}
+
+/** Reads the outbox as changes arrive (NOTIFY) and at least every poll interval. */
+export class Dispatcher {
+  private stopping = false;
+  private kicked = false;
+  private wake: (() => void) | undefined;
+  private loopDone: Promise<void> | undefined;
+  private unlisten: (() => Promise<void>) | undefined;
+  private nextTriggerSync = 0;
+
+  constructor(private readonly options: DispatcherOptions) {}
+
+  async start(): Promise<void> {
+    this.unlisten = await this.options.database.listen(OUTBOX_CHANNEL, () => this.kick());
+    this.loopDone = this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    await this.loopDone;
+    await this.unlisten?.();
+  }
+
+  private kick(): void {
+    this.kicked = true;
+    this.wake?.();
+  }
+
+  private async loop(): Promise<void> {
+    const { database, config, log } = this.options;
+    while (!this.stopping) {
+      try {
+        if (Date.now() >= this.nextTriggerSync) await this.syncTriggers();
+        const result = await dispatchBatch(database.db, config);
+        if (result.changes > 0) {
+          log.debug({ changes: result.changes, messages: result.messageIds.length }, 'dispatched changes');
+        }
+        if (result.changes === DISPATCH_BATCH_SIZE) continue; // more are waiting
+      } catch (error) {
+        log.error({ err: error }, 'dispatching changes failed; retrying');
+      }
+      await this.idle(this.options.pollIntervalMs ?? 1000);
+    }
+  }
+
+  private async syncTriggers(): Promise<void> {
+    const { database, config, log } = this.options;
+    const changes = await database.db.transaction((tx) => syncCaptureTriggers(tx, config.watchedSchema));
+    if (changes.installed.length + changes.removed.length > 0) log.info(changes, 'capture triggers updated');
+    if (changes.missing.length > 0) log.warn({ tables: changes.missing }, 'events name tables that do not exist');
+    this.nextTriggerSync = Date.now() + (this.options.triggerSyncIntervalMs ?? 30_000);
+  }
+
+  private idle(ms: number): Promise<void> {
+    if (this.kicked || this.stopping) {
+      this.kicked = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        this.kicked = false;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.wake = done;
+    });
+  }
+}

@@ -1,0 +1,79 @@
+import { sql } from 'drizzle-orm';
+import type { Db } from '../db/database';
+import { queryRows } from '../db/database';
+import type { EventType } from '../events/tables';
+import { listTableNames } from '../tables/catalog';
+
+export const OUTBOX_CHANNEL = 'webhook_gateway_outbox';
+
+const TRIGGER_PREFIX = 'webhook_gateway_';
+const OPERATIONS: Record<EventType, 'insert' | 'update' | 'delete'> = {
+  'table.recordInsert': 'insert',
+  'table.recordUpdate': 'update',
+  'table.recordDelete': 'delete',
+};
+
+// Names the transaction-scoped advisory lock that serialises trigger changes between processes.
+const SYNC_LOCK_KEY = 0x77686778;
+
+export interface TriggerChanges {
+  installed: string[];
+  removed: string[];
+  /** Tables that events name but that do not exist (dropped or renamed). */
+  missing: string[];
+}
+
+function createTriggerSql(schema: string, table: string, operation: 'insert' | 'update' | 'delete') {
+  const name = sql.identifier(`${TRIGGER_PREFIX}${operation}`);
+  const target = sql`${sql.identifier(schema)}.${sql.identifier(table)}`;
+  // An update that changes no value is filtered here, in C, before the function is even called.
+  const when = operation === 'update' ? sql` when (old.* is distinct from new.*)` : sql``;
+  return sql`create or replace trigger ${name} after ${sql.raw(operation)} on ${target}
+    for each row${when} execute function webhook_gateway.capture_change()`;
+}
+
+/**
+ * Makes the capture triggers match the events: a table gets an insert, update or delete trigger
+ * exactly while an active event of that type (on an enabled webhook) names it. Runs in the
+ * caller's transaction, so a trigger appears and disappears with the event that needs it.
+ */
+export async function syncCaptureTriggers(db: Db, schema: string): Promise<TriggerChanges> {
+  await db.execute(sql`select pg_advisory_xact_lock(${SYNC_LOCK_KEY})`);
+  const needed = await queryRows<{ table_name: string; event_type: EventType }>(
+    db,
+    sql`select distinct e.object_name as table_name, e.event_type
+        from webhook_gateway.webhook_events e join webhook_gateway.webhooks w on w.id = e.webhook_id
+        where e.enabled and w.enabled`,
+  );
+  const present = await queryRows<{ table_name: string; trigger_name: string }>(
+    db,
+    sql`select c.relname as table_name, t.tgname as trigger_name
+        from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = ${schema} and not t.tgisinternal and t.tgname like ${`${TRIGGER_PREFIX}%`}`,
+  );
+  const tables = new Set(await listTableNames(db, schema));
+  const wanted = new Set(needed.map((row) => `${row.table_name}\u0000${TRIGGER_PREFIX}${OPERATIONS[row.event_type]}`));
+  const existing = new Set(present.map((row) => `${row.table_name}\u0000${row.trigger_name}`));
+  const changes: TriggerChanges = { installed: [], removed: [], missing: [] };
+
+  for (const row of needed) {
+    const operation = OPERATIONS[row.event_type];
+    const key = `${row.table_name}\u0000${TRIGGER_PREFIX}${operation}`;
+    if (existing.has(key)) continue;
+    if (!tables.has(row.table_name)) {
+      if (!changes.missing.includes(row.table_name)) changes.missing.push(row.table_name);
+      continue;
+    }
+    await db.execute(createTriggerSql(schema, row.table_name, operation));
+    existing.add(key);
+    changes.installed.push(`${row.table_name}.${operation}`);
+  }
+  for (const row of present) {
+    if (wanted.has(`${row.table_name}\u0000${row.trigger_name}`)) continue;
+    await db.execute(
+      sql`drop trigger if exists ${sql.identifier(row.trigger_name)} on ${sql.identifier(schema)}.${sql.identifier(row.table_name)}`,
+    );
+    changes.removed.push(`${row.table_name}.${row.trigger_name.slice(TRIGGER_PREFIX.length)}`);
+  }
+  return changes;
+}

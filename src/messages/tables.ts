@@ -1,0 +1,32 @@
+import { bigint, index, text, timestamp, uuid } from 'drizzle-orm/pg-core';
+import { gatewaySchema } from '../db/namespace';
+import { webhooks } from '../webhooks/tables';
+
+export const MESSAGE_STATUSES = ['PENDING', 'SUCCEEDED', 'FAILED', 'CANCELLED'] as const;
+export type MessageStatus = (typeof MESSAGE_STATUSES)[number];
+
+/** One message per changed row per matching event: the body every URL of the webhook receives. */
+export const messages = gatewaySchema.table(
+  'messages',
+  {
+    id: uuid('id').primaryKey(),
+    // Creation order, for paging and for sending in order.
+    seq: bigint('seq', { mode: 'number' }).notNull().generatedAlwaysAsIdentity(),
+    webhookId: text('webhook_id')
+      .notNull()
+      .references(() => webhooks.id, { onDelete: 'cascade' }),
+    // Kept when the event is deleted: a message outlives the definition that made it.
+    eventId: text('event_id').notNull(),
+    eventType: text('event_type').notNull(),
+    objectName: text('object_name').notNull(),
+    body: text('body').notNull(),
+    status: text('status', { enum: MESSAGE_STATUSES }).notNull().default('PENDING'),
+    eventDate: timestamp('event_date', { withTimezone: true }).notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (table) => [
+    index('messages_webhook_seq_idx').on(table.webhookId, table.seq),
+    index('messages_event_idx').on(table.eventId, table.createdAt),
+    index('messages_created_idx').on(table.createdAt),
+  ],
+);
