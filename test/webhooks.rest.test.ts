@@ -136,11 +136,11 @@ describe('webhook fields', () => {
 
 describe('bad input gets a 400 naming the field', () => {
   const cases: [string, unknown, string][] = [
-    ['missing Name', { OutgoingUrls: ['https://a.example.com/1'] }, 'Name'],
+    ['missing Name', { OutgoingUrls: ['https://a.example.com/1'] }, 'Name: is required'],
     ['empty Name', { Name: '', OutgoingUrls: ['https://a.example.com/2'] }, 'Name'],
     ['Name too long', { Name: 'x'.repeat(256), OutgoingUrls: ['https://a.example.com/3'] }, 'Name'],
     ['Name of the wrong type', { Name: 123, OutgoingUrls: ['https://a.example.com/4'] }, 'Name'],
-    ['missing OutgoingUrls', { Name: 'no-urls' }, 'OutgoingUrls'],
+    ['missing OutgoingUrls', { Name: 'no-urls' }, 'OutgoingUrls: is required'],
     ['empty OutgoingUrls', { Name: 'empty-urls', OutgoingUrls: [] }, 'OutgoingUrls'],
     ['OutgoingUrls not a list', { Name: 'str-urls', OutgoingUrls: 'https://a.example.com' }, 'OutgoingUrls'],
     ['a relative URL', { Name: 'rel', OutgoingUrls: ['/hooks/1'] }, 'OutgoingUrls[0]'],
@@ -183,7 +183,7 @@ describe('bad input gets a 400 naming the field', () => {
       Resource: '/v2/outgoingWebhooks',
       RequestId: response.headers.get('x-request-id'),
     });
-    if (field) expect(response.body.Message.startsWith(`${field}: `)).toBe(true);
+    if (field) expect(response.body.Message.startsWith(field.includes(':') ? field : `${field}: `)).toBe(true);
     expect(JSON.stringify(response.body)).not.toMatch(/at .*\.ts:\d+/); // no stack trace
   });
 

@@ -31,6 +31,8 @@ interface MatchingEvent {
   customPayloadFields: string[];
   template: unknown;
   secret: string;
+  /** DefaultPayloadIncludesSecret: the default body carries the secret (templates always may). */
+  secretInDefaultBody: boolean;
 }
 
 async function activeEventsFor(db: Db, tables: string[]): Promise<Map<string, MatchingEvent[]>> {
@@ -57,7 +59,8 @@ async function activeEventsFor(db: Db, tables: string[]): Promise<Map<string, Ma
       customPayloadFields: event.customPayloadFields,
       // Validated at save time; parsed once per batch here.
       template: event.customPayloadTemplate ? parsePayloadTemplate(event.customPayloadTemplate).structure : undefined,
-      secret: includeSecret ? secret : '',
+      secret,
+      secretInDefaultBody: includeSecret,
     });
     byTableAndType.set(key, list);
   }
@@ -141,8 +144,10 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
           eventType,
           objectName: change.tableName,
         };
-        const data = pickFields(row, event.customPayloadFields);
-        const body = event.template === undefined ? defaultBody(hook, data) : renderTemplate(event.template, hook, row);
+        const body =
+          event.template === undefined
+            ? defaultBody({ ...hook, secret: event.secretInDefaultBody ? event.secret : '' }, pickFields(row, event.customPayloadFields))
+            : renderTemplate(event.template, hook, row);
         created.push({
           id: messageId,
           webhookId: event.webhookId,

@@ -62,7 +62,11 @@ const eventFields = z.object({
     .transform((text) => text ?? ''),
   enabled: z.boolean(expected('true or false')),
 });
-const createSchema = eventFields.partial().required({ eventType: true, objectName: true });
+// `extend` with the required fields' own schemas keeps their 'is required' message.
+const createSchema = eventFields.partial().extend({
+  eventType: eventFields.shape.eventType,
+  objectName: eventFields.shape.objectName,
+});
 const updateSchema = eventFields.partial();
 
 type EventRow = typeof webhookEvents.$inferSelect;

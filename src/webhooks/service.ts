@@ -58,8 +58,11 @@ function inputSchema(ctx: ServiceContext) {
   });
 }
 
-const createSchema = (ctx: ServiceContext) =>
-  inputSchema(ctx).partial().required({ name: true, outgoingUrls: true });
+// `extend` with the required fields' own schemas keeps their 'is required' message.
+function createSchema(ctx: ServiceContext) {
+  const fields = inputSchema(ctx);
+  return fields.partial().extend({ name: fields.shape.name, outgoingUrls: fields.shape.outgoingUrls });
+}
 const updateSchema = (ctx: ServiceContext) => inputSchema(ctx).partial();
 
 /** Canonical, distinct, allowed target URLs, or a 400 naming the first one that is not. */

@@ -53,9 +53,12 @@ export async function parseResponse(response: Response): Promise<HttpResult> {
   return { status: response.status, headers: response.headers, body };
 }
 
-/** Starts a real gateway (real HTTP, Postgres and Redis) on a database of its own. */
-export async function startTestGateway(env: Record<string, string> = {}): Promise<TestGateway> {
-  const database = await createTestDatabase();
+/**
+ * Starts a real gateway (real HTTP, Postgres and Redis) on a database of its own, or on
+ * `databaseUrl` to run several gateway processes against one database (not dropped on stop).
+ */
+export async function startTestGateway(env: Record<string, string> = {}, databaseUrl?: string): Promise<TestGateway> {
+  const database = databaseUrl ? { url: databaseUrl, drop: async () => {} } : await createTestDatabase();
   const config = loadConfig({ DATABASE_URL: database.url, PORT: '0', LOG_LEVEL: 'silent', ...env });
   const gateway = await startGateway(config, createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
   const url = gateway.url;
