@@ -14,6 +14,11 @@ CREATE TABLE "webhook_gateway"."webhook_events" (
 	"modified_by" text NOT NULL
 );
 --> statement-breakpoint
+CREATE TABLE "webhook_gateway"."dispatcher_state" (
+	"singleton" boolean PRIMARY KEY DEFAULT true NOT NULL,
+	"idle" boolean DEFAULT true NOT NULL
+);
+--> statement-breakpoint
 CREATE TABLE "webhook_gateway"."outbox" (
 	"id" bigint PRIMARY KEY GENERATED ALWAYS AS IDENTITY (sequence name "webhook_gateway"."outbox_id_seq" INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 START WITH 1 CACHE 1),
 	"operation" text NOT NULL,

@@ -8,7 +8,7 @@ import type { Logger } from '../logger';
 import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, type HookValues } from '../messages/payload';
 import { messages } from '../messages/tables';
 import { webhooks } from '../webhooks/tables';
-import { outbox } from './tables';
+import { dispatcherState, outbox } from './tables';
 import { OUTBOX_CHANNEL, syncCaptureTriggers } from './triggers';
 
 const EVENT_TYPE_OF: Record<string, EventType> = {
@@ -218,13 +218,26 @@ export class Dispatcher {
         const result = await dispatchBatch(database.db, config);
         if (result.changes > 0) {
           log.debug({ changes: result.changes, messages: result.messageIds.length }, 'dispatched changes');
+          await this.markIdle(false);
+          continue;
         }
-        if (result.changes === DISPATCH_BATCH_SIZE) continue; // more are waiting
+        // Just gone idle: a change committed while the flag said busy sent no NOTIFY, so look once more.
+        if (await this.markIdle(true)) continue;
       } catch (error) {
         log.error({ err: error }, 'dispatching changes failed; retrying');
       }
       await this.idle(this.options.pollIntervalMs ?? 1000);
     }
+  }
+
+  /** Sets the flag the capture triggers read before sending NOTIFY; true when it changed. */
+  private async markIdle(idle: boolean): Promise<boolean> {
+    const changed = await this.options.database.db
+      .update(dispatcherState)
+      .set({ idle })
+      .where(eq(dispatcherState.idle, !idle))
+      .returning({ idle: dispatcherState.idle });
+    return changed.length > 0;
   }
 
   private async syncTriggers(): Promise<void> {

@@ -1,4 +1,4 @@
-import { bigint, json, text, timestamp } from 'drizzle-orm/pg-core';
+import { bigint, boolean, json, text, timestamp } from 'drizzle-orm/pg-core';
 import { gatewaySchema } from '../db/namespace';
 
 /**
@@ -12,4 +12,14 @@ export const outbox = gatewaySchema.table('outbox', {
   oldRow: json('old_row').$type<Record<string, unknown>>(),
   newRow: json('new_row').$type<Record<string, unknown>>(),
   changedAt: timestamp('changed_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+/**
+ * One row: whether every dispatcher is waiting for work. Capture triggers send NOTIFY only
+ * then, because a transaction that notifies takes a global lock at commit; under load the
+ * dispatchers are busy anyway and the triggers skip it.
+ */
+export const dispatcherState = gatewaySchema.table('dispatcher_state', {
+  singleton: boolean('singleton').primaryKey().default(true),
+  idle: boolean('idle').notNull().default(true),
 });

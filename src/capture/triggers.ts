@@ -26,10 +26,18 @@ export interface TriggerChanges {
 function createTriggerSql(schema: string, table: string, operation: 'insert' | 'update' | 'delete') {
   const name = sql.identifier(`${TRIGGER_PREFIX}${operation}`);
   const target = sql`${sql.identifier(schema)}.${sql.identifier(table)}`;
-  // An update that changes no value is filtered here, in C, before the function is even called.
-  const when = operation === 'update' ? sql` when (old.* is distinct from new.*)` : sql``;
-  return sql`create or replace trigger ${name} after ${sql.raw(operation)} on ${target}
-    for each row${when} execute function webhook_gateway.capture_change()`;
+  switch (operation) {
+    case 'insert':
+      return sql`create or replace trigger ${name} after insert on ${target} referencing new table as new_rows
+        for each statement execute function webhook_gateway.capture_inserts()`;
+    case 'delete':
+      return sql`create or replace trigger ${name} after delete on ${target} referencing old table as old_rows
+        for each statement execute function webhook_gateway.capture_deletes()`;
+    case 'update':
+      // An update that changes no value is filtered here, before the function is even called.
+      return sql`create or replace trigger ${name} after update on ${target}
+        for each row when (old.* is distinct from new.*) execute function webhook_gateway.capture_update()`;
+  }
 }
 
 /**

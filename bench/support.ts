@@ -1,0 +1,94 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import { loadConfig } from '../src/config';
+import { startGateway, type Gateway } from '../src/gateway';
+import { createLogger } from '../src/logger';
+
+export const ADMIN_DATABASE_URL = process.env.BENCH_ADMIN_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+const BOOTSTRAP = { id: 'bench-admin-client', secret: 'bench-admin-secret-0123456789' };
+
+export interface BenchGateway {
+  gateway: Gateway;
+  databaseUrl: string;
+  /** Calls the REST API as the bootstrap profile. */
+  rest(method: string, path: string, body?: unknown): Promise<any>;
+  stop(): Promise<void>;
+}
+
+export async function createBenchDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `gw_bench_${randomBytes(4).toString('hex')}`;
+  const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`);
+  const url = new URL(ADMIN_DATABASE_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.href,
+    async drop() {
+      await admin.unsafe(`drop database if exists ${name} with (force)`);
+      await admin.end();
+    },
+  };
+}
+
+export async function startBenchGateway(databaseUrl: string, env: Record<string, string> = {}): Promise<BenchGateway> {
+  const config = loadConfig({
+    DATABASE_URL: databaseUrl,
+    PORT: '0',
+    LOG_LEVEL: 'warn',
+    ALLOW_PRIVATE_TARGETS: 'true',
+    BOOTSTRAP_CLIENT_ID: BOOTSTRAP.id,
+    BOOTSTRAP_CLIENT_SECRET: BOOTSTRAP.secret,
+    ...env,
+  });
+  const gateway = await startGateway(config, createLogger('warn'));
+  let token: string | undefined;
+  async function rest(method: string, path: string, body?: unknown) {
+    token ??= (
+      await (
+        await fetch(`${gateway.url}/oauth/token`, {
+          method: 'POST',
+          body: new URLSearchParams({ grant_type: 'client_credentials', client_id: BOOTSTRAP.id, client_secret: BOOTSTRAP.secret }),
+        })
+      ).json()
+    ).access_token;
+    const response = await fetch(`${gateway.url}/v2${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const result = response.status === 204 ? undefined : await response.json();
+    if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(result)}`);
+    return result;
+  }
+  return { gateway, databaseUrl, rest, stop: () => gateway.stop() };
+}
+
+export const formatRate = (perSecond: number) => `${Math.round(perSecond).toLocaleString('en-US')}/s`;
+
+export function printTable(rows: (string | number)[][]): void {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => String(row[column]).length)));
+  for (const row of rows) console.log(row.map((cell, column) => String(cell).padEnd(widths[column]!)).join('  '));
+}
+
+/** A gateway in a process of its own (as deployed), so that it does not share the benchmark's CPU thread. */
+export async function spawnGatewayProcess(databaseUrl: string, env: Record<string, string>): Promise<{ stop(): Promise<void> }> {
+  const child: ChildProcess = spawn('node', ['--import', 'tsx', 'src/main.ts'], {
+    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: '0', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  while (!output.includes('listening on')) {
+    if (child.exitCode !== null) throw new Error(`gateway process exited: ${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    async stop() {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    },
+  };
+}
