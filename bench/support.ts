@@ -1,12 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { randomBytes } from 'node:crypto';
-import postgres from 'postgres';
 import { loadConfig } from '../src/config';
 import { startGateway, type Gateway } from '../src/gateway';
 import { createLogger } from '../src/logger';
 
-export const ADMIN_DATABASE_URL = process.env.BENCH_ADMIN_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+// Benchmarks make their databases as the tests do: on the local server, dropped afterwards.
+export { createTestDatabase as createBenchDatabase } from '../test/support/gateway';
 
 const BOOTSTRAP = { id: 'bench-admin-client', secret: 'bench-admin-secret-0123456789' };
 
@@ -16,21 +15,6 @@ export interface BenchGateway {
   /** Calls the REST API as the bootstrap profile. */
   rest(method: string, path: string, body?: unknown): Promise<any>;
   stop(): Promise<void>;
-}
-
-export async function createBenchDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `gw_bench_${randomBytes(4).toString('hex')}`;
-  const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`create database ${name}`);
-  const url = new URL(ADMIN_DATABASE_URL);
-  url.pathname = `/${name}`;
-  return {
-    url: url.href,
-    async drop() {
-      await admin.unsafe(`drop database if exists ${name} with (force)`);
-      await admin.end();
-    },
-  };
 }
 
 export async function startBenchGateway(databaseUrl: string, env: Record<string, string> = {}): Promise<BenchGateway> {
