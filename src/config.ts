@@ -36,6 +36,7 @@ const environment = z
     EMBEDDED_DB_DIR: z.string().min(1).default('./data'),
     EMBEDDED_DB_PORT: integer(0, 65535).default(5433),
     REDIS_URL: z.url({ protocol: /^rediss?$/, message: 'must be a redis:// URL' }).default('redis://127.0.0.1:6379'),
+    REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:_.-]{1,64}$/, 'must be 1-64 letters, digits, : _ . -').optional(),
     ROLES: z
       .string()
       .default(ROLES.join(','))
@@ -86,6 +87,8 @@ export interface Config {
   embeddedDbDir: string;
   embeddedDbPort: number;
   redisUrl: string;
+  /** Unset: derived from the database's installation id, so gateways on different databases never share keys. */
+  redisPrefix: string | undefined;
   roles: Role[];
   watchedSchema: string;
   accountId: string;
@@ -118,6 +121,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     embeddedDbDir: e.EMBEDDED_DB_DIR,
     embeddedDbPort: e.EMBEDDED_DB_PORT,
     redisUrl: e.REDIS_URL,
+    redisPrefix: e.REDIS_PREFIX,
     roles: e.ROLES,
     watchedSchema: e.WATCHED_SCHEMA,
     accountId: e.ACCOUNT_ID,

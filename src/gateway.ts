@@ -5,8 +5,11 @@ import { sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import { ensureBootstrapClient, type BootstrapOutcome } from './auth/clients';
 import { Dispatcher } from './capture/dispatcher';
+import { createDeliveryQueue } from './delivery/queue';
+import { DeliveryWorker } from './delivery/worker';
 import type { Config } from './config';
 import { openDatabase, type Database } from './db/database';
+import { installationId } from './db/installation';
 import type { Logger } from './logger';
 import { createApp } from './server/app';
 import { createMetrics } from './server/metrics';
@@ -72,8 +75,13 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       metrics: createMetrics(),
       readiness: { postgres: () => db.execute(sql`select 1`), redis: () => redis.ping() },
     });
-    const dispatcher = config.roles.includes('dispatcher') ? new Dispatcher({ database, config, log }) : undefined;
+    // Gateways on one database share their Redis keys; gateways on different ones never do.
+    const redisPrefix = config.redisPrefix ?? `webhook-gateway:${await installationId(db)}`;
+    const queue = config.roles.includes('dispatcher') ? createDeliveryQueue(config.redisUrl, redisPrefix) : undefined;
+    const dispatcher = queue ? new Dispatcher({ database, config, log, queue, redis, redisPrefix }) : undefined;
     await dispatcher?.start();
+    const worker = config.roles.includes('worker') ? new DeliveryWorker({ db, config, log, redisPrefix }) : undefined;
+    worker?.start();
     const server = createAdaptorServer({ fetch: app.fetch }) as Server;
     const address = await listen(server, config.port);
     const url = `http://127.0.0.1:${address.port}`;
@@ -86,6 +94,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       async stop() {
         await closeServer(server);
         await dispatcher?.stop();
+        await worker?.stop();
+        await queue?.close();
         redis.disconnect();
         await database.close();
       },

@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import type { Config } from '../config';
 import { formatEventDate } from '../dates';
@@ -7,7 +9,9 @@ import { webhookEvents, type EventType } from '../events/tables';
 import type { Logger } from '../logger';
 import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, type HookValues } from '../messages/payload';
 import { messages } from '../messages/tables';
-import { webhooks } from '../webhooks/tables';
+import { webhooks, webhookUrls } from '../webhooks/tables';
+import { queueDeliveries, requeueIfQueueLost, type DeliveryJobData } from '../delivery/queue';
+import { deliveries } from '../delivery/tables';
 import { dispatcherState, outbox } from './tables';
 import { OUTBOX_CHANNEL, syncCaptureTriggers } from './triggers';
 
@@ -67,6 +71,18 @@ async function activeEventsFor(db: Db, tables: string[]): Promise<Map<string, Ma
   return byTableAndType;
 }
 
+async function urlsOf(db: Db, webhookIds: string[]): Promise<Map<string, string[]>> {
+  const byWebhook = new Map<string, string[]>();
+  if (webhookIds.length === 0) return byWebhook;
+  const rows = await db
+    .select()
+    .from(webhookUrls)
+    .where(inArray(webhookUrls.webhookId, webhookIds))
+    .orderBy(asc(webhookUrls.position));
+  for (const row of rows) byWebhook.set(row.webhookId, [...(byWebhook.get(row.webhookId) ?? []), row.url]);
+  return byWebhook;
+}
+
 /** bytea columns per table: to_json renders them as `\x…` hex, receivers get base64. */
 async function byteaColumnsOf(db: Db, schema: string, tables: string[]): Promise<Map<string, string[]>> {
   const rows = await queryRows<{ table_name: string; column_name: string }>(
@@ -106,8 +122,8 @@ export interface DispatchResult {
 
 /**
  * Turns up to `limit` captured changes into messages, in one transaction: read the oldest
- * changes no other dispatcher holds, write one message per change per matching event, delete
- * the changes. A crash at any point leaves either all of it or none.
+ * changes no other dispatcher holds, write one message per change per matching event and one
+ * delivery per message and URL, delete the changes. A crash at any point leaves all or none.
  */
 export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BATCH_SIZE): Promise<DispatchResult> {
   return db.transaction(async (tx) => {
@@ -122,7 +138,9 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
     const events = await activeEventsFor(tx, tables);
     const bytea = events.size > 0 ? await byteaColumnsOf(tx, config.watchedSchema, tables) : new Map<string, string[]>();
 
+    const urls = await urlsOf(tx, [...new Set([...events.values()].flat().map((event) => event.webhookId))]);
     const created: (typeof messages.$inferInsert)[] = [];
+    const toDeliver: (typeof deliveries.$inferInsert)[] = [];
     for (const change of changes) {
       const eventType = EVENT_TYPE_OF[change.operation]!;
       const candidates = events.get(`${change.tableName}\u0000${eventType}`);
@@ -157,10 +175,14 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
           body: JSON.stringify(body),
           eventDate: change.changedAt,
         });
+        for (const url of urls.get(event.webhookId) ?? []) toDeliver.push({ messageId, webhookId: event.webhookId, url });
       }
     }
     for (let start = 0; start < created.length; start += INSERT_CHUNK) {
       await tx.insert(messages).values(created.slice(start, start + INSERT_CHUNK));
+    }
+    for (let start = 0; start < toDeliver.length; start += INSERT_CHUNK) {
+      await tx.insert(deliveries).values(toDeliver.slice(start, start + INSERT_CHUNK));
     }
     await tx.delete(outbox).where(
       inArray(
@@ -176,6 +198,11 @@ export interface DispatcherOptions {
   database: Database;
   config: Config;
   log: Logger;
+  /** Where deliveries go; without it messages are only stored. */
+  queue?: Queue<DeliveryJobData>;
+  /** The connection that checks whether Redis lost the queue, and the queue's key prefix. */
+  redis?: Redis;
+  redisPrefix?: string;
   /** The safety net under LISTEN/NOTIFY: how often the outbox is read anyway. */
   pollIntervalMs?: number;
   /** How often capture triggers are checked against the events (tables dropped or created since). */
@@ -190,6 +217,8 @@ export class Dispatcher {
   private loopDone: Promise<void> | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private nextTriggerSync = 0;
+  private nextQueueCheck = 0;
+  private queueUnreachable = false;
 
   constructor(private readonly options: DispatcherOptions) {}
 
@@ -216,6 +245,7 @@ export class Dispatcher {
       try {
         if (Date.now() >= this.nextTriggerSync) await this.syncTriggers();
         const result = await dispatchBatch(database.db, config);
+        await this.handOver();
         if (result.changes > 0) {
           log.debug({ changes: result.changes, messages: result.messageIds.length }, 'dispatched changes');
           await this.markIdle(false);
@@ -227,6 +257,29 @@ export class Dispatcher {
         log.error({ err: error }, 'dispatching changes failed; retrying');
       }
       await this.idle(this.options.pollIntervalMs ?? 1000);
+    }
+  }
+
+  /**
+   * Queues the deliveries not in the queue yet. While Redis is away they wait in Postgres; this
+   * runs after every batch and every poll, so they go as soon as it is back.
+   */
+  private async handOver(): Promise<void> {
+    const { database, queue, redis, redisPrefix, log } = this.options;
+    if (!queue) return;
+    try {
+      if (redis && redisPrefix && Date.now() >= this.nextQueueCheck) {
+        this.nextQueueCheck = Date.now() + 5000;
+        if (await requeueIfQueueLost(database.db, redis, redisPrefix)) log.info('delivery queue (re)built from Postgres');
+      }
+      while ((await queueDeliveries(database.db, queue)) > 0) {
+        // until everything unqueued is queued
+      }
+      if (this.queueUnreachable) log.info('delivery queue reachable again');
+      this.queueUnreachable = false;
+    } catch (error) {
+      if (!this.queueUnreachable) log.warn({ err: (error as Error).message }, 'delivery queue unreachable; deliveries wait in Postgres');
+      this.queueUnreachable = true;
     }
   }
 

@@ -23,3 +23,4 @@ export const dispatcherState = gatewaySchema.table('dispatcher_state', {
   singleton: boolean('singleton').primaryKey().default(true),
   idle: boolean('idle').notNull().default(true),
 });
+

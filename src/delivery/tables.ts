@@ -1,6 +1,45 @@
+import { sql } from 'drizzle-orm';
 import { bigint, boolean, index, integer, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 import { gatewaySchema } from '../db/namespace';
 import { messages } from '../messages/tables';
+
+export const DELIVERY_STATUSES = ['QUEUED', 'SENDING', 'SUCCEEDED', 'RETRY_SCHEDULED', 'DEAD', 'CANCELLED'] as const;
+export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
+export const FINAL_STATUSES: readonly DeliveryStatus[] = ['SUCCEEDED', 'DEAD', 'CANCELLED'];
+
+/**
+ * One message to one URL: the durable state of its delivery. Redis holds the work queue; this
+ * table is what a lost queue is rebuilt from.
+ */
+export const deliveries = gatewaySchema.table(
+  'deliveries',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    messageId: uuid('message_id')
+      .notNull()
+      .references(() => messages.id, { onDelete: 'cascade' }),
+    webhookId: text('webhook_id').notNull(),
+    url: text('url').notNull(),
+    status: text('status', { enum: DELIVERY_STATUSES }).notNull().default('QUEUED'),
+    attempts: integer('attempts').notNull().default(0),
+    // Bumped by a redelivery, so that its job id differs from the earlier one's.
+    generation: integer('generation').notNull().default(0),
+    // Whether the delivery's job is in the queue; false ones are (re)queued by the dispatcher.
+    queued: boolean('queued').notNull().default(false),
+    nextAttemptAt: timestamp('next_attempt_at', { withTimezone: true }).notNull().defaultNow(),
+    lastHttpStatus: integer('last_http_status'),
+    lastError: text('last_error'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (table) => [
+    index('deliveries_message_idx').on(table.messageId),
+    index('deliveries_unqueued_idx').on(table.id).where(sql`not ${table.queued}`),
+    index('deliveries_unfinished_idx')
+      .on(table.id)
+      .where(sql`${table.status} in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED')`),
+  ],
+);
 
 /** Every HTTP call made to deliver a message: one row per URL per attempt. */
 export const deliveryAttempts = gatewaySchema.table(

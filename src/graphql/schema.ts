@@ -3,5 +3,6 @@ import '../webhooks/graphql';
 import '../events/graphql';
 import '../tables/graphql';
 import '../messages/graphql';
+import '../delivery/graphql';
 
 export const schema = builder.toSchema({ sortSchema: false });

@@ -8,7 +8,7 @@ const MessageStatusEnum = builder.enumType('MessageStatus', {
   values: MESSAGE_STATUSES,
 });
 
-const MessageType = builder.objectRef<Message>('Message').implement({
+export const MessageType = builder.objectRef<Message>('Message').implement({
   description: 'One changed row for one matching event: the body every URL of the webhook receives.',
   fields: (t) => ({
     id: t.exposeID('id', { description: 'The messageId, also the webhook-id header receivers deduplicate on.' }),

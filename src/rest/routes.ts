@@ -3,7 +3,9 @@ import { authenticateBearer } from '../auth/tokens';
 import type { Config } from '../config';
 import type { ServiceContext } from '../context';
 import type { Db } from '../db/database';
-import { AppError } from '../errors';
+import { AppError, notFound } from '../errors';
+import { redeliverFailedMessages, redeliverMessage } from '../delivery/service';
+import { getMessage } from '../messages/service';
 import type { HttpEnv } from '../server/env';
 import {
   createWebhook,
@@ -24,7 +26,7 @@ interface RestRequest {
   body: unknown;
 }
 
-type RestResult = { status: 200 | 201; body: unknown } | { status: 204 };
+type RestResult = { status: 200 | 201 | 202; body: unknown } | { status: 204 };
 
 interface RestRoute {
   method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -34,6 +36,7 @@ interface RestRoute {
 
 const ok = (body: unknown): RestResult => ({ status: 200, body });
 const created = (body: unknown): RestResult => ({ status: 201, body });
+const accepted = (body: unknown): RestResult => ({ status: 202, body });
 const noContent: RestResult = { status: 204 };
 const list = (items: object[]) => ok({ Result: items.map(toRestShape) });
 
@@ -107,6 +110,26 @@ export const REST_ROUTES: RestRoute[] = [
     handle: async ({ ctx, params }) => {
       await deleteEvent(ctx, params.webhookId!, params.eventId!);
       return noContent;
+    },
+  },
+  {
+    method: 'POST',
+    path: '/outgoingWebhooks/:webhookId/messages/:messageId/redeliver',
+    handle: async ({ ctx, params }) => {
+      await getWebhook(ctx, params.webhookId!);
+      const message = await getMessage(ctx, params.messageId!);
+      if (message.webhookId !== params.webhookId) throw notFound('Message', params.messageId!);
+      const { cursor: _cursor, ...redelivered } = await redeliverMessage(ctx, message.id);
+      return accepted(toRestShape(redelivered));
+    },
+  },
+  {
+    method: 'POST',
+    path: '/outgoingWebhooks/:webhookId/redeliverFailed',
+    handle: async ({ ctx, params, body }) => {
+      await getWebhook(ctx, params.webhookId!);
+      const since = (fromRestShape(body) as { since?: unknown } | undefined)?.since;
+      return accepted({ Count: await redeliverFailedMessages(ctx, params.webhookId!, since) });
     },
   },
   {

@@ -1,0 +1,80 @@
+import { Queue } from 'bullmq';
+import { and, asc, eq, inArray, sql } from 'drizzle-orm';
+import { Redis } from 'ioredis';
+import { z } from 'zod';
+import type { Db } from '../db/database';
+import { deliveries } from './tables';
+
+export const DELIVERY_QUEUE = 'deliveries';
+const HANDOVER_BATCH = 1000;
+
+/** A delivery job carries ids only; the worker loads the rest from Postgres. */
+export const deliveryJobData = z.object({
+  deliveryId: z.number().int().positive(),
+  generation: z.number().int().min(0),
+  /** Set once the job holds a throttle slot, so that waking up for it does not book another. */
+  slotAt: z.number().optional(),
+});
+export type DeliveryJobData = z.infer<typeof deliveryJobData>;
+
+/** Idempotent: one job per delivery and generation, however often it is handed over. */
+export const deliveryJobId = (deliveryId: number, generation: number) => `d${deliveryId}-g${generation}`;
+
+export function createDeliveryQueue(redisUrl: string, prefix: string): Queue<DeliveryJobData> {
+  // Fails fast while Redis is away: the deliveries wait in Postgres and are handed over later.
+  const connection = new Redis(redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+  connection.on('error', () => {}); // reported by the gateway's own Redis connection
+  const queue = new Queue<DeliveryJobData>(DELIVERY_QUEUE, {
+    connection,
+    prefix,
+    defaultJobOptions: { removeOnComplete: true, removeOnFail: { count: 1000 } },
+  });
+  queue.on('error', () => {}); // failures surface where the queue is used (the handover)
+  return queue;
+}
+
+/**
+ * Hands deliveries that are not in the queue yet to it (due ones at once, retries delayed to
+ * their time) and marks them queued. Returns how many it handed over.
+ */
+export async function queueDeliveries(db: Db, queue: Queue<DeliveryJobData>, limit = HANDOVER_BATCH): Promise<number> {
+  const rows = await db
+    .select({ id: deliveries.id, generation: deliveries.generation, nextAttemptAt: deliveries.nextAttemptAt })
+    .from(deliveries)
+    .where(and(eq(deliveries.queued, false), inArray(deliveries.status, ['QUEUED', 'SENDING', 'RETRY_SCHEDULED'])))
+    .orderBy(asc(deliveries.id))
+    .limit(limit);
+  if (rows.length === 0) return 0;
+  const now = Date.now();
+  await queue.addBulk(
+    rows.map((row) => ({
+      name: 'deliver',
+      data: { deliveryId: row.id, generation: row.generation },
+      opts: { jobId: deliveryJobId(row.id, row.generation), delay: Math.max(0, row.nextAttemptAt.getTime() - now) },
+    })),
+  );
+  // A redelivery in between bumps the generation: that delivery stays unqueued for its new job.
+  await db.execute(sql`update webhook_gateway.deliveries d set queued = true
+    from (values ${sql.join(
+      rows.map((row) => sql`(${row.id}::bigint, ${row.generation}::int)`),
+      sql`, `,
+    )}) as handed(id, generation)
+    where d.id = handed.id and d.generation = handed.generation`);
+  return rows.length;
+}
+
+/**
+ * Redis may lose its data (a restart without persistence). A marker key tells: when it is gone,
+ * every unfinished delivery is marked unqueued, and the handover queues it again (job ids are
+ * idempotent, so jobs that did survive are not doubled).
+ */
+export async function requeueIfQueueLost(db: Db, redis: Redis, prefix: string): Promise<boolean> {
+  const marker = `${prefix}:${DELIVERY_QUEUE}:gateway-epoch`;
+  if ((await redis.exists(marker)) === 1) return false;
+  await db
+    .update(deliveries)
+    .set({ queued: false })
+    .where(and(eq(deliveries.queued, true), inArray(deliveries.status, ['QUEUED', 'SENDING', 'RETRY_SCHEDULED'])));
+  await redis.set(marker, new Date().toISOString());
+  return true;
+}

@@ -1,0 +1,118 @@
+import { lookup, type LookupAddress, type LookupOptions } from 'node:dns';
+import { isIP } from 'node:net';
+import { Agent, request } from 'undici';
+import { isForbiddenAddress } from '../net/addresses';
+
+export const MAX_BODY_BYTES = 10 * 1024 * 1024;
+export const RESPONSE_BODY_LIMIT = 4096;
+
+export interface SendResult {
+  ok: boolean;
+  /** A failure that no retry can fix (the body is too large, the target is forbidden). */
+  permanent?: boolean;
+  httpStatus?: number;
+  durationMs: number;
+  error?: string;
+  /** The first 4 KB of the response body. */
+  responseBody?: string;
+  retryAfter?: string;
+}
+
+type LookupCallback = (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
+
+/**
+ * A DNS lookup that refuses loopback, private and reserved addresses: the check runs on the
+ * address actually connected to, so a name that changes its answer (DNS rebinding) gets nowhere.
+ */
+function guardedLookup(hostname: string, options: LookupOptions, callback: LookupCallback): void {
+  lookup(hostname, { ...options, all: true }, (error, addresses) => {
+    if (error) return callback(error, []);
+    const allowed = addresses.filter((entry) => !isForbiddenAddress(entry.address));
+    if (allowed.length === 0) {
+      const refused = Object.assign(new Error(`${hostname} resolves to a forbidden address (${addresses[0]?.address})`), {
+        code: 'EFORBIDDENTARGET',
+      });
+      return callback(refused, []);
+    }
+    if (options.all) return callback(null, allowed);
+    callback(null, allowed[0]!.address, allowed[0]!.family);
+  });
+}
+
+/** Sends webhook calls: pooled keep-alive connections, a timeout, no redirects, SSRF checks. */
+export class Sender {
+  private readonly agent: Agent;
+
+  constructor(
+    private readonly options: { timeoutMs: number; allowPrivateTargets: boolean; userAgent: string },
+  ) {
+    this.agent = new Agent({
+      connections: 64,
+      headersTimeout: options.timeoutMs,
+      bodyTimeout: options.timeoutMs,
+      connect: options.allowPrivateTargets ? {} : { lookup: guardedLookup as never },
+    });
+  }
+
+  async send(url: string, body: string, headers: Record<string, string>): Promise<SendResult> {
+    const started = performance.now();
+    const elapsed = () => Math.round(performance.now() - started);
+    if (Buffer.byteLength(body) > MAX_BODY_BYTES) {
+      return { ok: false, permanent: true, durationMs: 0, error: `the body is larger than ${MAX_BODY_BYTES} bytes; not sent` };
+    }
+    const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+    // A literal address is connected to without a lookup, so it is checked here.
+    if (!this.options.allowPrivateTargets && isIP(host) && isForbiddenAddress(host)) {
+      return { ok: false, permanent: true, durationMs: 0, error: `${host} is a loopback, private or reserved address; not sent` };
+    }
+    try {
+      const response = await request(url, {
+        method: 'POST',
+        dispatcher: this.agent,
+        headers: { 'content-type': 'application/json', 'user-agent': this.options.userAgent, ...headers },
+        body,
+        signal: AbortSignal.timeout(this.options.timeoutMs),
+      });
+      const responseBody = await readStart(response.body);
+      const ok = response.statusCode >= 200 && response.statusCode < 300;
+      const retryAfter = response.headers['retry-after'];
+      return {
+        ok,
+        httpStatus: response.statusCode,
+        durationMs: elapsed(),
+        responseBody,
+        retryAfter: Array.isArray(retryAfter) ? retryAfter[0] : retryAfter,
+        error: ok ? undefined : `the receiver answered ${response.statusCode}`,
+      };
+    } catch (error) {
+      return { ok: false, durationMs: elapsed(), error: describe(error, this.options.timeoutMs) };
+    }
+  }
+
+  close(): Promise<void> {
+    return this.agent.close();
+  }
+}
+
+async function readStart(body: AsyncIterable<Buffer> & { destroy(): void }): Promise<string> {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of body) {
+    chunks.push(chunk);
+    length += chunk.length;
+    if (length >= RESPONSE_BODY_LIMIT) {
+      body.destroy(); // the rest is not needed
+      break;
+    }
+  }
+  return Buffer.concat(chunks).subarray(0, RESPONSE_BODY_LIMIT).toString('utf8');
+}
+
+function describe(error: unknown, timeoutMs: number): string {
+  const err = error as Error & { code?: string; cause?: Error & { code?: string } };
+  if (err.name === 'TimeoutError' || err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT') {
+    return `no answer within ${timeoutMs} ms`;
+  }
+  const cause = err.cause ?? err;
+  return cause.code ? `${cause.code}: ${cause.message}` : cause.message;
+}

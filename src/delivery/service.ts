@@ -1,0 +1,91 @@
+import { and, asc, eq, gte, inArray, sql } from 'drizzle-orm';
+import { requirePermission } from '../auth/principal';
+import { OUTBOX_CHANNEL } from '../capture/triggers';
+import type { ServiceContext } from '../context';
+import type { Db } from '../db/database';
+import { AppError } from '../errors';
+import { getMessage, type Message } from '../messages/service';
+import { messages } from '../messages/tables';
+import { deliveries, deliveryAttempts } from './tables';
+
+export interface DeliveryAttempt {
+  url: string;
+  attempt: number;
+  attemptedAt: Date;
+  succeeded: boolean;
+  httpStatus: number | null;
+  durationMs: number;
+  error: string | null;
+  responseBody: string | null;
+}
+
+/** Queues the deliveries again under a new generation; the dispatcher hands them to the queue. */
+async function requeue(db: Db, where: ReturnType<typeof and>): Promise<void> {
+  await db
+    .update(deliveries)
+    .set({
+      status: 'QUEUED',
+      generation: sql`${deliveries.generation} + 1`,
+      queued: false,
+      nextAttemptAt: new Date(),
+      updatedAt: new Date(),
+    })
+    .where(where);
+  // Wakes a waiting dispatcher, so the handover does not wait for its next poll.
+  await db.execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`);
+}
+
+/** Sends a message again to every URL of its webhook. */
+export async function redeliverMessage(ctx: ServiceContext, messageId: string): Promise<Message> {
+  requirePermission(ctx.principal, 'webhooks:write');
+  const message = await getMessage(ctx, messageId);
+  await ctx.db.transaction(async (tx) => {
+    await requeue(tx, eq(deliveries.messageId, message.id));
+    await tx.update(messages).set({ status: 'PENDING' }).where(eq(messages.id, message.id));
+  });
+  return getMessage(ctx, messageId);
+}
+
+/** Sends the failed messages of a webhook created since `since` again, to the URLs that failed. */
+export async function redeliverFailedMessages(ctx: ServiceContext, webhookId: string, since: unknown): Promise<number> {
+  requirePermission(ctx.principal, 'webhooks:write');
+  const from = typeof since === 'string' ? new Date(since) : undefined;
+  if (!from || Number.isNaN(from.getTime())) throw new AppError('IncorrectBodyParameter', 'must be an ISO 8601 date', 'since');
+  return ctx.db.transaction(async (tx) => {
+    const failed = await tx
+      .update(messages)
+      .set({ status: 'PENDING' })
+      .where(and(eq(messages.webhookId, webhookId), eq(messages.status, 'FAILED'), gte(messages.createdAt, from)))
+      .returning({ id: messages.id });
+    if (failed.length === 0) return 0;
+    await requeue(
+      tx,
+      and(
+        inArray(
+          deliveries.messageId,
+          failed.map((message) => message.id),
+        ),
+        eq(deliveries.status, 'DEAD'),
+      ),
+    );
+    return failed.length;
+  });
+}
+
+export async function listAttempts(ctx: ServiceContext, messageId: string): Promise<DeliveryAttempt[]> {
+  requirePermission(ctx.principal, 'webhooks:read');
+  return ctx.db
+    .select({
+      url: deliveryAttempts.url,
+      attempt: deliveryAttempts.attempt,
+      attemptedAt: deliveryAttempts.attemptedAt,
+      succeeded: deliveryAttempts.succeeded,
+      httpStatus: deliveryAttempts.httpStatus,
+      durationMs: deliveryAttempts.durationMs,
+      error: deliveryAttempts.error,
+      responseBody: deliveryAttempts.responseBody,
+    })
+    .from(deliveryAttempts)
+    .where(eq(deliveryAttempts.messageId, messageId))
+    .orderBy(asc(deliveryAttempts.attemptedAt), asc(deliveryAttempts.id));
+}

@@ -1,0 +1,173 @@
+import { randomUUID } from 'node:crypto';
+import { DelayedError, Worker, type Job } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Config } from '../config';
+import type { Db } from '../db/database';
+import type { Logger } from '../logger';
+import { USER_AGENT } from '../version';
+import { DeliveryLoader, type DeliveryWork } from './loader';
+import { DELIVERY_QUEUE, deliveryJobData, type DeliveryJobData } from './queue';
+import { AttemptRecorder, type AttemptOutcome } from './recorder';
+import { decideRetry, parseRetryAfter } from './retry';
+import { Sender, type SendResult } from './sender';
+import { signMessage } from './signature';
+import { FINAL_STATUSES } from './tables';
+import { Throttle } from './throttle';
+
+export const WORKER_CONCURRENCY = 50;
+/** At most this many calls to one URL at once per worker process: a hanging receiver cannot take every slot. */
+export const PER_URL_CONCURRENCY = 10;
+/** A slot this close is waited for in place rather than by a trip through the delayed set. */
+const SLOT_SLACK_MS = 25;
+const URL_BUSY_RETRY_MS = 250;
+const STOP_GRACE_MS = 15_000;
+
+export interface DeliveryWorkerOptions {
+  db: Db;
+  config: Config;
+  log: Logger;
+  redisPrefix: string;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Runs delivery jobs: load → throttle → send → record, then done, retried later, or dead.
+ * Every stage but sending is shared work batched or done once per process.
+ */
+export class DeliveryWorker {
+  private readonly worker: Worker<DeliveryJobData>;
+  private readonly loader: DeliveryLoader;
+  private readonly recorder: AttemptRecorder;
+  private readonly sender: Sender;
+  private readonly throttle: Throttle;
+  private readonly redis: Redis;
+  private readonly inFlightByUrl = new Map<string, number>();
+
+  constructor(private readonly options: DeliveryWorkerOptions) {
+    const { config, db, log } = options;
+    this.redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
+    this.redis.on('error', () => {}); // reported by the gateway's own Redis connection
+    this.loader = new DeliveryLoader(db);
+    this.recorder = new AttemptRecorder(db, log);
+    this.sender = new Sender({
+      timeoutMs: config.deliveryTimeoutMs,
+      allowPrivateTargets: config.allowPrivateTargets,
+      userAgent: USER_AGENT,
+    });
+    this.throttle = new Throttle(this.redis, options.redisPrefix);
+    const lockDuration = Math.max(10_000, config.deliveryTimeoutMs + 5_000);
+    this.worker = new Worker<DeliveryJobData>(DELIVERY_QUEUE, (job, token) => this.process(job, token), {
+      connection: this.redis,
+      prefix: options.redisPrefix,
+      concurrency: WORKER_CONCURRENCY,
+      // A job whose worker died is taken up again after its lock runs out.
+      lockDuration,
+      stalledInterval: lockDuration / 2,
+      maxStalledCount: 1000,
+      autorun: false,
+    });
+    let reported = false; // Redis outages are reported by the gateway's own connection; once here is enough
+    this.worker.on('error', (error) => {
+      if (!reported) log.warn({ err: error.message }, 'delivery worker: queue unreachable');
+      reported = true;
+    });
+    this.worker.on('ready', () => (reported = false));
+    this.worker.on('failed', (job, error) => log.error({ err: error, jobId: job?.id }, 'delivery job failed'));
+  }
+
+  start(): void {
+    void this.worker.run();
+  }
+
+  /** Finishes the jobs in hand (their attempts recorded), takes no new ones, closes connections. */
+  async stop(): Promise<void> {
+    // With Redis away a graceful close waits for it forever; there is nothing to hand back then.
+    const graceful = this.redis.status === 'ready' ? this.worker.close() : Promise.reject(new Error('redis away'));
+    await Promise.race([graceful, sleep(STOP_GRACE_MS).then(() => Promise.reject(new Error('timeout')))]).catch(() =>
+      this.worker.close(true),
+    );
+    await this.recorder.flush();
+    await this.sender.close();
+    this.redis.disconnect();
+  }
+
+  private async process(job: Job<DeliveryJobData>, token: string | undefined): Promise<void> {
+    const data = deliveryJobData.parse(job.data);
+    const work = await this.loader.load(data.deliveryId);
+    // Gone with its webhook, superseded by a redelivery, or already done: nothing to send.
+    if (!work || work.generation !== data.generation || FINAL_STATUSES.includes(work.status)) return;
+    const limit = Math.min(work.callThrottling, this.options.config.callThrottlingMax);
+
+    if (data.slotAt === undefined) {
+      const wait = await this.throttle.reserveSlot(work.webhookId, limit);
+      if (wait > SLOT_SLACK_MS) return this.delay(job, token, { ...data, slotAt: Date.now() + wait }, wait);
+    }
+    if ((this.inFlightByUrl.get(work.url) ?? 0) >= PER_URL_CONCURRENCY) {
+      return this.delay(job, token, { ...data, slotAt: data.slotAt ?? Date.now() }, URL_BUSY_RETRY_MS);
+    }
+    for (let wait = 1; wait > 0; ) {
+      wait = await this.throttle.acquirePermit(work.webhookId, limit, randomUUID());
+      if (wait > 0) await sleep(wait);
+    }
+
+    const attemptedAt = new Date();
+    const result = await this.send(work);
+    const outcome = this.judge(work, attemptedAt, result);
+    await this.recorder.record(outcome);
+    if (outcome.status === 'RETRY_SCHEDULED') {
+      const delayMs = outcome.nextAttemptAt!.getTime() - Date.now();
+      return this.delay(job, token, { deliveryId: data.deliveryId, generation: data.generation }, delayMs);
+    }
+  }
+
+  private async send(work: DeliveryWork): Promise<SendResult> {
+    const timestamp = Math.floor(Date.now() / 1000);
+    this.inFlightByUrl.set(work.url, (this.inFlightByUrl.get(work.url) ?? 0) + 1);
+    try {
+      return await this.sender.send(work.url, work.body, {
+        'webhook-id': work.messageId,
+        'webhook-timestamp': String(timestamp),
+        'webhook-signature': signMessage(work.signingKeys, work.messageId, timestamp, work.body),
+      });
+    } finally {
+      const left = (this.inFlightByUrl.get(work.url) ?? 1) - 1;
+      if (left === 0) this.inFlightByUrl.delete(work.url);
+      else this.inFlightByUrl.set(work.url, left);
+    }
+  }
+
+  private judge(work: DeliveryWork, attemptedAt: Date, result: SendResult): AttemptOutcome {
+    const attempt = work.attempts + 1;
+    const base = {
+      deliveryId: work.deliveryId,
+      generation: work.generation,
+      messageId: work.messageId,
+      webhookId: work.webhookId,
+      eventId: work.eventId,
+      url: work.url,
+      attempt,
+      attemptedAt,
+      result,
+    };
+    if (result.ok) return { ...base, status: 'SUCCEEDED', nextAttemptAt: null };
+    if (result.permanent) return { ...base, status: 'DEAD', nextAttemptAt: null };
+    const decision = decideRetry(
+      attempt,
+      this.options.config.retryScheduleMs,
+      result.httpStatus,
+      parseRetryAfter(result.retryAfter),
+    );
+    if (!decision.retry) {
+      return { ...base, status: 'DEAD', nextAttemptAt: null, result: { ...result, error: `${result.error}; ${decision.reason}` } };
+    }
+    return { ...base, status: 'RETRY_SCHEDULED', nextAttemptAt: new Date(Date.now() + decision.delayMs) };
+  }
+
+  /** Puts the job back in the delayed set until `ms` from now (BullMQ's way to wait without holding a slot). */
+  private async delay(job: Job<DeliveryJobData>, token: string | undefined, data: DeliveryJobData, ms: number): Promise<never> {
+    await job.updateData(data);
+    await job.moveToDelayed(Date.now() + Math.max(0, ms), token);
+    throw new DelayedError();
+  }
+}

@@ -1,0 +1,223 @@
+import postgres from 'postgres';
+import { Webhook } from 'standardwebhooks';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway } from './support/gateway';
+import { Receiver } from './support/receiver';
+import { waitFor } from './support/wait';
+
+let gw: TestGateway;
+let token: string;
+let app: postgres.Sql;
+let receiver: Receiver;
+let counter = 0;
+
+beforeAll(async () => {
+  gw = await startTestGateway({ ALLOW_PRIVATE_TARGETS: 'true', RETRY_SCHEDULE: '200ms,300ms,400ms', DELIVERY_TIMEOUT_MS: '2000' });
+  token = await gw.token();
+  app = postgres(gw.databaseUrl, { max: 2, onnotice: () => {} });
+  receiver = await new Receiver().start();
+});
+
+afterAll(async () => {
+  await app?.end();
+  await gw?.stop();
+  await receiver?.stop();
+});
+
+/** A table, and a webhook on it that fires on inserts to the given receiver paths. */
+async function setup(paths: string[], webhook: Record<string, unknown> = {}) {
+  counter++;
+  const table = `Deliveries${counter}`;
+  await app.unsafe(`create table "${table}" (id serial primary key, note text)`);
+  const created = await gw.request('POST', '/v2/outgoingWebhooks', {
+    token,
+    body: { Name: `delivery-${counter}`, OutgoingUrls: paths.map((path) => `${receiver.url}${path}`), ...webhook },
+  });
+  expect(created.status).toBe(201);
+  await gw.request('POST', `/v2/outgoingWebhooks/${created.body.Id}/events`, {
+    token,
+    body: { EventType: 'table.recordInsert', ObjectName: table },
+  });
+  return { table, webhook: created.body };
+}
+
+async function message(id: string) {
+  const response = await gw.graphql(
+    `query($id: ID!) { message(id: $id) { id status attempts { url attempt succeeded httpStatus error responseBody } } }`,
+    { id },
+    token,
+  );
+  return response.body.data.message;
+}
+
+async function waitForStatus(id: string, status: string) {
+  return waitFor(async () => {
+    const found = await message(id);
+    return found.status === status ? found : undefined;
+  }, 15_000, `message ${id} to be ${status}`);
+}
+
+function verify(secret: string, call: { headers: Record<string, unknown>; body: string }) {
+  return new Webhook(secret).verify(call.body, call.headers as Record<string, string>);
+}
+
+describe('delivery', () => {
+  it('reaches every URL of a multicast webhook once, signed so that standardwebhooks verifies it', async () => {
+    const { table, webhook } = await setup([`/multi-${counter + 1}/a`, `/multi-${counter + 1}/b`]);
+    await app.unsafe(`insert into "${table}" (note) values ('hello')`);
+    const calls = await waitFor(async () => {
+      const found = receiver.calls.filter((call) => call.path.startsWith(`/multi-${counter}/`));
+      return found.length >= 2 ? found : undefined;
+    });
+    const messageId = calls[0]!.headers['webhook-id'] as string;
+    const delivered = await waitForStatus(messageId, 'SUCCEEDED');
+
+    expect(calls.map((call) => call.path).sort()).toEqual([`/multi-${counter}/a`, `/multi-${counter}/b`]);
+    for (const call of calls) {
+      expect(call.headers['content-type']).toBe('application/json');
+      expect(call.headers['user-agent']).toMatch(/^webhook-gateway\/\d+\.\d+\.\d+$/);
+      expect(call.headers['webhook-id']).toBe(messageId);
+      expect(verify(webhook.Secret, call)).toMatchObject({ messageId, webhookId: webhook.Id, data: [{ id: 1, note: 'hello' }] });
+    }
+    expect(delivered.attempts).toHaveLength(2);
+    expect(delivered.attempts.every((attempt: any) => attempt.succeeded && attempt.httpStatus === 200)).toBe(true);
+    expect(delivered.attempts[0].responseBody).toBe('status 200');
+
+    await new Promise((resolve) => setTimeout(resolve, 300)); // nothing more arrives
+    expect(receiver.calls.filter((call) => call.path.startsWith(`/multi-${counter}/`))).toHaveLength(2);
+    const stats = await gw.request('GET', `/v2/outgoingWebhooks/${webhook.Id}`, { token });
+    expect(stats.body).toMatchObject({ Events: 1, Messages: 1, Calls: 2, Errors: 0 });
+  });
+
+  it('signs with both secrets during a rotation', async () => {
+    const path = `/rotate-${counter + 1}`;
+    const { table, webhook } = await setup([path]);
+    const rotated = await gw.request('PATCH', `/v2/outgoingWebhooks/${webhook.Id}/regenerateSecret`, { token });
+    await app.unsafe(`insert into "${table}" (note) values ('rotated')`);
+    const [call] = await waitFor(async () => (receiver.callsTo(path).length > 0 ? receiver.callsTo(path) : undefined));
+    expect(String(call!.headers['webhook-signature']).split(' ')).toHaveLength(2);
+    expect(verify(webhook.Secret, call!)).toMatchObject({ data: [{ note: 'rotated' }] });
+    expect(verify(rotated.body.Secret, call!)).toMatchObject({ data: [{ note: 'rotated' }] });
+  });
+
+  it('retries a failing receiver and succeeds on the third attempt', async () => {
+    const path = `/flaky-${counter + 1}`;
+    receiver.script(path, { status: 500 }, { status: 502 });
+    const { table } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) values ('flaky')`);
+    const calls = await waitFor(async () => (receiver.callsTo(path).length >= 3 ? receiver.callsTo(path) : undefined));
+    const delivered = await waitForStatus(calls[0]!.headers['webhook-id'] as string, 'SUCCEEDED');
+    expect(delivered.attempts.map((attempt: any) => [attempt.attempt, attempt.httpStatus, attempt.succeeded])).toEqual([
+      [1, 500, false],
+      [2, 502, false],
+      [3, 200, true],
+    ]);
+    expect(new Set(calls.map((call) => call.headers['webhook-id'])).size).toBe(1); // one message, deduplicable
+  });
+
+  it('honours Retry-After on 429', async () => {
+    const path = `/busy-${counter + 1}`;
+    receiver.script(path, { status: 429, headers: { 'retry-after': '2' } });
+    const { table } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) values ('later')`);
+    const calls = await waitFor(async () => (receiver.callsTo(path).length >= 2 ? receiver.callsTo(path) : undefined));
+    // The schedule says 200 ms; the receiver asked for 2 s.
+    expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(1900);
+  });
+
+  it('stops at 410 Gone, and ends Dead after the last attempt with every attempt recorded', async () => {
+    const gone = `/gone-${counter + 1}`;
+    const broken = `/broken-${counter + 1}`;
+    receiver.answer(gone, { status: 410 });
+    receiver.answer(broken, { status: 500 });
+    const { table, webhook } = await setup([gone, broken]);
+    await app.unsafe(`insert into "${table}" (note) values ('doomed')`);
+    const messageId = await waitFor(async () => receiver.callsTo(gone)[0]?.headers['webhook-id'] as string | undefined);
+    const failed = await waitForStatus(messageId, 'FAILED');
+    expect(receiver.callsTo(gone)).toHaveLength(1);
+    expect(receiver.callsTo(broken)).toHaveLength(4); // the first attempt and three retries
+    const byUrl = (path: string) => failed.attempts.filter((attempt: any) => attempt.url.endsWith(path));
+    expect(byUrl(gone).map((attempt: any) => attempt.httpStatus)).toEqual([410]);
+    expect(byUrl(gone)[0].error).toMatch(/410/);
+    expect(byUrl(broken).map((attempt: any) => attempt.attempt)).toEqual([1, 2, 3, 4]);
+    expect(byUrl(broken).at(-1).error).toMatch(/gave up after 4 attempts/);
+    const stats = await gw.request('GET', `/v2/outgoingWebhooks/${webhook.Id}`, { token });
+    expect(stats.body).toMatchObject({ Calls: 5, Errors: 5 });
+
+    // Redelivery sends it again; now the receivers answer.
+    receiver.answer(gone, { status: 200 });
+    receiver.answer(broken, { status: 200 });
+    const redelivered = await gw.graphql(`mutation($id: ID!) { redeliverMessage(id: $id) { status } }`, { id: messageId }, token);
+    expect(redelivered.body.data.redeliverMessage.status).toBe('PENDING');
+    const succeeded = await waitForStatus(messageId, 'SUCCEEDED');
+    expect(succeeded.attempts.filter((attempt: any) => attempt.succeeded)).toHaveLength(2);
+    expect(receiver.callsTo(gone)).toHaveLength(2);
+  });
+
+  it('redelivers the failed messages of a webhook since a time, to the URLs that failed', async () => {
+    const ok = `/fine-${counter + 1}`;
+    const bad = `/down-${counter + 1}`;
+    receiver.answer(bad, { status: 410 });
+    const { table, webhook } = await setup([ok, bad]);
+    const since = new Date(Date.now() - 1000).toISOString();
+    await app.unsafe(`insert into "${table}" (note) select 'n' || n from generate_series(1, 3) n`);
+    await waitFor(async () => {
+      const failed = await gw.graphql(`query($id: ID!) { messages(webhookId: $id, status: FAILED) { edges { cursor } } }`, { id: webhook.Id }, token);
+      return failed.body.data.messages.edges.length === 3 ? true : undefined;
+    });
+    receiver.answer(bad, { status: 204 });
+    const response = await gw.request('POST', `/integrations/rest/v3/outgoingWebhooks/${webhook.Id}/redeliverFailed`, {
+      token,
+      body: { Since: since },
+    });
+    expect(response.status).toBe(202);
+    expect(response.body).toEqual({ Count: 3 });
+    await waitFor(async () => (receiver.callsTo(bad).length === 6 ? true : undefined));
+    expect(receiver.callsTo(ok)).toHaveLength(3); // the URL that had succeeded is not called again
+
+    const badSince = await gw.request('POST', `/v2/outgoingWebhooks/${webhook.Id}/redeliverFailed`, { token, body: { Since: 'yesterday' } });
+    expect(badSince.status).toBe(400);
+    expect(badSince.body.Message).toMatch(/^Since: /);
+  });
+
+  it('checks the address connected to at send time (DNS rebinding)', async () => {
+    const strict = await startTestGateway({ RETRY_SCHEDULE: '100ms' });
+    const strictApp = postgres(strict.databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      const strictToken = await strict.token();
+      await strictApp`create table "Rebind" (id serial primary key)`;
+      const hook = await strict.request('POST', '/v2/outgoingWebhooks', {
+        token: strictToken,
+        body: { Name: 'rebind', OutgoingUrls: ['https://rebind.example.com/hook'] },
+      });
+      await strict.request('POST', `/v2/outgoingWebhooks/${hook.body.Id}/events`, {
+        token: strictToken,
+        body: { EventType: 'table.recordInsert', ObjectName: 'Rebind' },
+      });
+      // The name was accepted when saved; now it resolves to this machine (as a rebinding DNS would make it).
+      const local = `http://localhost:${new URL(receiver.url).port}/rebound`;
+      await strictApp`update webhook_gateway.webhook_urls set url = ${local}`;
+      await strictApp`insert into "Rebind" default values`;
+      const attempts = await waitFor(async () => {
+        const rows = await strictApp`select error from webhook_gateway.delivery_attempts`;
+        return rows.length >= 2 ? rows : undefined;
+      });
+      expect(attempts[0]!.error).toMatch(/forbidden address/);
+      expect(receiver.callsTo('/rebound')).toHaveLength(0);
+    } finally {
+      await strictApp.end();
+      await strict.stop();
+    }
+  });
+
+  it('cancels pending deliveries when the webhook is deleted', async () => {
+    const path = `/slow-${counter + 1}`;
+    const { table, webhook } = await setup([path], { CallThrottling: 2 });
+    await app.unsafe(`insert into "${table}" (note) select 'n' || n from generate_series(1, 20) n`);
+    await waitFor(async () => (receiver.callsTo(path).length >= 2 ? true : undefined));
+    expect((await gw.request('DELETE', `/v2/outgoingWebhooks/${webhook.Id}`, { token })).status).toBe(204);
+    const atDelete = receiver.callsTo(path).length;
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    expect(receiver.callsTo(path).length).toBeLessThanOrEqual(atDelete + 1); // at most one already in flight
+  });
+});

@@ -1,0 +1,62 @@
+import { Webhook } from 'standardwebhooks';
+import { describe, expect, it } from 'vitest';
+import { secretKey, signMessage } from '../src/delivery/signature';
+import { decideRetry, parseRetryAfter } from '../src/delivery/retry';
+import { maxInWindow } from './support/receiver';
+
+describe('Standard Webhooks signatures', () => {
+  it('match the specification\'s known-answer vector', () => {
+    const key = secretKey('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
+    expect(signMessage([key], 'msg_p5jXN8AQM9LWM0D4loKWxJek', 1614265330, '{"test": 2432232314}')).toBe(
+      'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=',
+    );
+  });
+
+  it('verify with the standardwebhooks package, with either secret during rotation', () => {
+    const current = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+    const previous = 'whsec_dGhlIG9sZCBzZWNyZXQgZm9yIHRlc3Rpbmc=';
+    const timestamp = Math.floor(Date.now() / 1000);
+    const body = '{"hello":"world"}';
+    const headers = {
+      'webhook-id': 'msg_1',
+      'webhook-timestamp': String(timestamp),
+      'webhook-signature': signMessage([secretKey(current), secretKey(previous)], 'msg_1', timestamp, body),
+    };
+    expect(headers['webhook-signature'].split(' ')).toHaveLength(2);
+    expect(new Webhook(current).verify(body, headers)).toEqual({ hello: 'world' });
+    expect(new Webhook(previous).verify(body, headers)).toEqual({ hello: 'world' });
+    expect(() => new Webhook('whsec_b3RoZXIgc2VjcmV0IGVudGlyZWx5IGRpZmZlcmVudA==').verify(body, headers)).toThrow();
+  });
+});
+
+describe('retry decisions', () => {
+  const schedule = [5_000, 300_000, 1_800_000];
+
+  it('follow the schedule with ±20% jitter', () => {
+    expect(decideRetry(1, schedule, 500, undefined, () => 0)).toEqual({ retry: true, delayMs: 4_000 });
+    expect(decideRetry(1, schedule, 500, undefined, () => 1)).toEqual({ retry: true, delayMs: 6_000 });
+    expect(decideRetry(2, schedule, undefined, undefined, () => 0.5)).toEqual({ retry: true, delayMs: 300_000 });
+  });
+
+  it('honour Retry-After on 429 and 503 only', () => {
+    expect(decideRetry(1, schedule, 429, 42_000)).toEqual({ retry: true, delayMs: 42_000 });
+    expect(decideRetry(1, schedule, 503, 7_000)).toEqual({ retry: true, delayMs: 7_000 });
+    expect(decideRetry(1, schedule, 500, 7_000, () => 0.5)).toEqual({ retry: true, delayMs: 5_000 });
+  });
+
+  it('stop on 410 Gone and after the last step', () => {
+    expect(decideRetry(1, schedule, 410, undefined)).toMatchObject({ retry: false });
+    expect(decideRetry(4, schedule, 500, undefined)).toMatchObject({ retry: false });
+  });
+
+  it('parse Retry-After as seconds or an HTTP date', () => {
+    expect(parseRetryAfter('120')).toBe(120_000);
+    expect(parseRetryAfter('Wed, 21 Oct 2015 07:28:00 GMT', Date.parse('Wed, 21 Oct 2015 07:27:00 GMT'))).toBe(60_000);
+    expect(parseRetryAfter('soon')).toBeUndefined();
+  });
+});
+
+it('counts the most calls in any one-second window', () => {
+  expect(maxInWindow([0, 100, 999, 1000, 1999])).toBe(3);
+  expect(maxInWindow([0, 250, 500, 750, 1000, 1250])).toBe(4);
+});
