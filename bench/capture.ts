@@ -1,5 +1,5 @@
 import postgres from 'postgres';
-import { createBenchDatabase, formatRate, printTable, spawnGatewayProcess, startBenchGateway } from './support';
+import { createBenchDatabase, formatRate, printTable, spawnGateway, startBenchGateway } from './support';
 
 const SINGLE_ROW_INSERTS = 20_000;
 const WRITERS = 8;
@@ -58,7 +58,7 @@ export async function benchCapture(): Promise<void> {
     await api.rest('POST', `/outgoingWebhooks/${webhook.Id}/events`, { EventType: 'table.recordInsert', ObjectName: 'bench_watched' });
 
     // Deployed as it would be: a dispatcher process drains the outbox while the application writes.
-    const dispatcher = await spawnGatewayProcess(database.url, { ROLES: 'dispatcher' });
+    const dispatcher = await spawnGateway({ DATABASE_URL: database.url, ROLES: 'dispatcher' });
     const results: Record<string, number[]> = { singleUnwatched: [], singleWatched: [], bulkUnwatched: [], bulkWatched: [] };
     for (let round = 0; round < ROUNDS; round++) {
       results.singleUnwatched!.push(await singleRowRate(app, 'bench_unwatched'));
@@ -81,7 +81,7 @@ export async function benchCapture(): Promise<void> {
     await bulkRate(app, 'bench_watched');
     await bulkRate(app, 'bench_watched');
     const [{ backlog }] = await app<[{ backlog: number }]>`select count(*)::int as backlog from webhook_gateway.outbox`;
-    const drainer = await spawnGatewayProcess(database.url, { ROLES: 'dispatcher' });
+    const drainer = await spawnGateway({ DATABASE_URL: database.url, ROLES: 'dispatcher' });
     const seconds = await timed(async () => {
       for (;;) {
         const [{ left }] = await app<[{ left: number }]>`select count(*)::int as left from webhook_gateway.outbox`;

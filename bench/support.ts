@@ -1,11 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { loadConfig } from '../src/config';
 import { startGateway, type Gateway } from '../src/gateway';
 import { createLogger } from '../src/logger';
 
 // Benchmarks make their databases as the tests do: on the local server, dropped afterwards.
 export { createTestDatabase as createBenchDatabase } from '../test/support/gateway';
+export { spawnGateway } from '../test/support/process';
 
 const BOOTSTRAP = { id: 'bench-admin-client', secret: 'bench-admin-secret-0123456789' };
 
@@ -57,22 +56,3 @@ export function printTable(rows: (string | number)[][]): void {
   for (const row of rows) console.log(row.map((cell, column) => String(cell).padEnd(widths[column]!)).join('  '));
 }
 
-/** A gateway in a process of its own (as deployed), so that it does not share the benchmark's CPU thread. */
-export async function spawnGatewayProcess(databaseUrl: string, env: Record<string, string>): Promise<{ stop(): Promise<void> }> {
-  const child: ChildProcess = spawn('node', ['--import', 'tsx', 'src/main.ts'], {
-    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: '0', LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  while (!output.includes('listening on')) {
-    if (child.exitCode !== null) throw new Error(`gateway process exited: ${output}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return {
-    async stop() {
-      child.kill('SIGTERM');
-      await once(child, 'exit');
-    },
-  };
-}

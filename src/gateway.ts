@@ -6,6 +6,7 @@ import { Redis } from 'ioredis';
 import { ensureBootstrapClient, type BootstrapOutcome } from './auth/clients';
 import { Dispatcher } from './capture/dispatcher';
 import { createDeliveryQueue } from './delivery/queue';
+import { Throttle } from './delivery/throttle';
 import { DeliveryWorker } from './delivery/worker';
 import type { Config } from './config';
 import { openDatabase, type Database } from './db/database';
@@ -78,7 +79,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     // Gateways on one database share their Redis keys; gateways on different ones never do.
     const redisPrefix = config.redisPrefix ?? `webhook-gateway:${await installationId(db)}`;
     const queue = config.roles.includes('dispatcher') ? createDeliveryQueue(config.redisUrl, redisPrefix) : undefined;
-    const dispatcher = queue ? new Dispatcher({ database, config, log, queue, redis, redisPrefix }) : undefined;
+    const handover = queue && { queue, throttle: new Throttle(redis, redisPrefix), callThrottlingMax: config.callThrottlingMax };
+    const dispatcher = handover ? new Dispatcher({ database, config, log, handover, redis, redisPrefix }) : undefined;
     await dispatcher?.start();
     const worker = config.roles.includes('worker') ? new DeliveryWorker({ db, config, log, redisPrefix }) : undefined;
     worker?.start();

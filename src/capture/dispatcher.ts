@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import type { Config } from '../config';
@@ -10,7 +9,7 @@ import type { Logger } from '../logger';
 import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, type HookValues } from '../messages/payload';
 import { messages } from '../messages/tables';
 import { webhooks, webhookUrls } from '../webhooks/tables';
-import { queueDeliveries, requeueIfQueueLost, type DeliveryJobData } from '../delivery/queue';
+import { queueDeliveries, requeueIfQueueLost, type Handover } from '../delivery/queue';
 import { deliveries } from '../delivery/tables';
 import { dispatcherState, outbox } from './tables';
 import { OUTBOX_CHANNEL, syncCaptureTriggers } from './triggers';
@@ -199,7 +198,7 @@ export interface DispatcherOptions {
   config: Config;
   log: Logger;
   /** Where deliveries go; without it messages are only stored. */
-  queue?: Queue<DeliveryJobData>;
+  handover?: Handover;
   /** The connection that checks whether Redis lost the queue, and the queue's key prefix. */
   redis?: Redis;
   redisPrefix?: string;
@@ -265,14 +264,14 @@ export class Dispatcher {
    * runs after every batch and every poll, so they go as soon as it is back.
    */
   private async handOver(): Promise<void> {
-    const { database, queue, redis, redisPrefix, log } = this.options;
-    if (!queue) return;
+    const { database, handover, redis, redisPrefix, log } = this.options;
+    if (!handover) return;
     try {
       if (redis && redisPrefix && Date.now() >= this.nextQueueCheck) {
         this.nextQueueCheck = Date.now() + 5000;
         if (await requeueIfQueueLost(database.db, redis, redisPrefix)) log.info('delivery queue (re)built from Postgres');
       }
-      while ((await queueDeliveries(database.db, queue)) > 0) {
+      while ((await queueDeliveries(database.db, handover)) > 0) {
         // until everything unqueued is queued
       }
       if (this.queueUnreachable) log.info('delivery queue reachable again');

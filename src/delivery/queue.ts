@@ -3,7 +3,9 @@ import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { Db } from '../db/database';
+import { webhooks } from '../webhooks/tables';
 import { deliveries } from './tables';
+import type { Throttle } from './throttle';
 
 export const DELIVERY_QUEUE = 'deliveries';
 const HANDOVER_BATCH = 1000;
@@ -33,25 +35,51 @@ export function createDeliveryQueue(redisUrl: string, prefix: string): Queue<Del
   return queue;
 }
 
+export interface Handover {
+  queue: Queue<DeliveryJobData>;
+  throttle: Throttle;
+  callThrottlingMax: number;
+}
+
 /**
- * Hands deliveries that are not in the queue yet to it (due ones at once, retries delayed to
- * their time) and marks them queued. Returns how many it handed over.
+ * Hands deliveries that are not in the queue yet to it and marks them queued. Due ones book
+ * their webhook's throttle slots here, in order of creation, and wait in the delayed set until
+ * their slot: so they go out in order, and waiting costs no worker. Returns how many it handed over.
  */
-export async function queueDeliveries(db: Db, queue: Queue<DeliveryJobData>, limit = HANDOVER_BATCH): Promise<number> {
+export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOVER_BATCH): Promise<number> {
   const rows = await db
-    .select({ id: deliveries.id, generation: deliveries.generation, nextAttemptAt: deliveries.nextAttemptAt })
+    .select({
+      id: deliveries.id,
+      generation: deliveries.generation,
+      nextAttemptAt: deliveries.nextAttemptAt,
+      webhookId: deliveries.webhookId,
+      callThrottling: webhooks.callThrottling,
+    })
     .from(deliveries)
+    .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
     .where(and(eq(deliveries.queued, false), inArray(deliveries.status, ['QUEUED', 'SENDING', 'RETRY_SCHEDULED'])))
     .orderBy(asc(deliveries.id))
     .limit(limit);
   if (rows.length === 0) return 0;
   const now = Date.now();
-  await queue.addBulk(
-    rows.map((row) => ({
-      name: 'deliver',
-      data: { deliveryId: row.id, generation: row.generation },
-      opts: { jobId: deliveryJobId(row.id, row.generation), delay: Math.max(0, row.nextAttemptAt.getTime() - now) },
-    })),
+  // A retry due later books its slot when it wakes, not now.
+  const due = rows.filter((row) => row.nextAttemptAt.getTime() <= now);
+  const waits = await handover.throttle.reserveSlots(
+    due.map((row) => ({ webhookId: row.webhookId, limit: Math.min(row.callThrottling, handover.callThrottlingMax) })),
+  );
+  const slotWait = new Map(due.map((row, index) => [row.id, waits[index]!]));
+  await handover.queue.addBulk(
+    rows.map((row) => {
+      const wait = slotWait.get(row.id);
+      return {
+        name: 'deliver',
+        data: { deliveryId: row.id, generation: row.generation, slotAt: wait === undefined ? undefined : now + wait },
+        opts: {
+          jobId: deliveryJobId(row.id, row.generation),
+          delay: wait ?? Math.max(0, row.nextAttemptAt.getTime() - now),
+        },
+      };
+    }),
   );
   // A redelivery in between bumps the generation: that delivery stays unqueued for its new job.
   await db.execute(sql`update webhook_gateway.deliveries d set queued = true

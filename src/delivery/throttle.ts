@@ -49,9 +49,25 @@ export class Throttle {
 
   /** Books the webhook's next slot; resolves to the wait in ms until it. */
   async reserveSlot(webhookId: string, limit: number): Promise<number> {
-    const interval = Math.ceil((Throttle.WINDOW_MS * (1 + Throttle.MARGIN)) / limit);
     const command = this.redis as unknown as { gwReserveSlot(key: string, interval: number): Promise<number> };
-    return command.gwReserveSlot(`${this.prefix}:slot:${webhookId}`, interval);
+    return command.gwReserveSlot(this.slotKey(webhookId), this.slotInterval(limit));
+  }
+
+  private slotKey = (webhookId: string) => `${this.prefix}:slot:${webhookId}`;
+  private slotInterval = (limit: number) => Math.ceil((Throttle.WINDOW_MS * (1 + Throttle.MARGIN)) / limit);
+
+  /** Books slots for many calls at once, in the order given (one round trip). */
+  async reserveSlots(requests: readonly { webhookId: string; limit: number }[]): Promise<number[]> {
+    const pipeline = this.redis.pipeline() as unknown as {
+      gwReserveSlot(key: string, interval: number): void;
+      exec(): Promise<[Error | null, unknown][] | null>;
+    };
+    for (const { webhookId, limit } of requests) pipeline.gwReserveSlot(this.slotKey(webhookId), this.slotInterval(limit));
+    const results = (await pipeline.exec()) ?? [];
+    return results.map(([error, wait]) => {
+      if (error) throw error;
+      return Number(wait);
+    });
   }
 
   /** Resolves to 0 when a call may go now (and counts it), else the ms to wait before asking again. */

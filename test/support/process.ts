@@ -1,0 +1,39 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+
+export interface GatewayProcess {
+  child: ChildProcess;
+  output(): string;
+  /** SIGTERM, and wait for the exit. */
+  stop(): Promise<void>;
+  /** SIGKILL: a crash, nothing cleaned up. */
+  kill(): Promise<void>;
+}
+
+/** Runs `npm start`'s entry point in a process of its own and waits until it listens. */
+export async function spawnGateway(env: Record<string, string>): Promise<GatewayProcess> {
+  const child = spawn('node', ['--import', 'tsx', 'src/main.ts'], {
+    env: { ...process.env, PORT: '0', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  while (!output.includes('listening on')) {
+    if (child.exitCode !== null) throw new Error(`gateway process exited: ${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const ended = once(child, 'exit');
+  return {
+    child,
+    output: () => output,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await ended;
+    },
+    async kill() {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await ended;
+    },
+  };
+}
