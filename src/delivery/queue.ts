@@ -29,7 +29,14 @@ export function createDeliveryQueue(redisUrl: string, prefix: string): Queue<Del
   const queue = new Queue<DeliveryJobData>(DELIVERY_QUEUE, {
     connection,
     prefix,
-    defaultJobOptions: { removeOnComplete: true, removeOnFail: { count: 1000 } },
+    defaultJobOptions: {
+      removeOnComplete: true,
+      removeOnFail: { count: 1000 },
+      // Receivers' failures are retried on RETRY_SCHEDULE by the worker itself. These attempts are
+      // for the gateway's own: a job that could not load or record (Postgres away) runs again.
+      attempts: 100_000,
+      backoff: { type: 'fixed', delay: 2000 },
+    },
   });
   queue.on('error', () => {}); // failures surface where the queue is used (the handover)
   return queue;

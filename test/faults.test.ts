@@ -1,0 +1,132 @@
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../src/logger';
+import { loadConfig } from '../src/config';
+import { startGateway } from '../src/gateway';
+import { startTestGateway } from './support/gateway';
+import { spawnGateway } from './support/process';
+import { Receiver } from './support/receiver';
+import { freePort, PrivatePostgres, PrivateRedis } from './support/services';
+import { waitFor } from './support/wait';
+
+let receiver: Receiver;
+beforeAll(async () => {
+  receiver = await new Receiver().start();
+});
+afterAll(() => receiver?.stop());
+
+/** A table and a webhook on it whose URL is `path` at the test receiver. */
+async function watch(gatewayUrl: string, token: string, app: postgres.Sql, name: string, path: string) {
+  await app.unsafe(`create table "${name}" (id serial primary key)`);
+  const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+  const hook = await (
+    await fetch(`${gatewayUrl}/v2/outgoingWebhooks`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ Name: name, OutgoingUrls: [`${receiver.url}${path}`] }),
+    })
+  ).json();
+  await fetch(`${gatewayUrl}/v2/outgoingWebhooks/${hook.Id}/events`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ EventType: 'table.recordInsert', ObjectName: name }),
+  });
+}
+
+async function allSucceeded(app: postgres.Sql, count: number, timeoutMs: number) {
+  await waitFor(
+    async () => {
+      const [row] = await app<[{ n: number }]>`select count(*)::int as n from webhook_gateway.messages where status = 'SUCCEEDED'`.catch(
+        () => [{ n: -1 }] as [{ n: number }],
+      );
+      return row.n === count ? true : undefined;
+    },
+    timeoutMs,
+    `${count} delivered messages`,
+  );
+}
+
+const receivedIds = (path: string) => new Set(receiver.callsTo(path).map((call) => JSON.parse(call.body).data[0].id as number));
+
+describe('faults', () => {
+  it('delivers everything after the worker process is killed mid-delivery', { timeout: 90_000 }, async () => {
+    const env = { ALLOW_PRIVATE_TARGETS: 'true', DELIVERY_TIMEOUT_MS: '3000' };
+    const api = await startTestGateway({ ...env, ROLES: 'api,dispatcher' });
+    const app = postgres(api.databaseUrl, { max: 2, onnotice: () => {} });
+    let worker = await spawnGateway({ ...env, DATABASE_URL: api.databaseUrl, ROLES: 'worker' });
+    try {
+      receiver.answer('/crash', { status: 200, delayMs: 1500 });
+      await watch(api.url, await api.token(), app, 'Crash', '/crash');
+      await app`insert into "Crash" select from generate_series(1, 10)`;
+      await waitFor(async () => (receiver.callsTo('/crash').length > 0 ? true : undefined));
+      await worker.kill(); // calls in flight, nothing recorded for them
+      worker = await spawnGateway({ ...env, DATABASE_URL: api.databaseUrl, ROLES: 'worker' });
+      await allSucceeded(app, 10, 60_000);
+      expect(receivedIds('/crash').size).toBe(10);
+    } finally {
+      await worker.stop();
+      await app.end();
+      await api.stop();
+    }
+  });
+
+  it('loses nothing when Redis restarts empty, with jobs waiting in it and changes made while it is down', { timeout: 90_000 }, async () => {
+    const redis = new PrivateRedis(await freePort());
+    await redis.start();
+    const gw = await startTestGateway({ ALLOW_PRIVATE_TARGETS: 'true', REDIS_URL: redis.url, RETRY_SCHEDULE: '2s' });
+    const app = postgres(gw.databaseUrl, { max: 2, onnotice: () => {} });
+    try {
+      await watch(gw.url, await gw.token(), app, 'Flaky', '/redis');
+      receiver.script('/redis', { status: 500 }, { status: 500 }, { status: 500 });
+      await app`insert into "Flaky" select from generate_series(1, 3)`;
+      await waitFor(async () => (receiver.callsTo('/redis').length >= 3 ? true : undefined));
+      await redis.kill(); // the three retries waiting in Redis are gone with it
+      await app`insert into "Flaky" select from generate_series(1, 3)`;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      await redis.start();
+      await allSucceeded(app, 6, 60_000);
+      expect(receivedIds('/redis').size).toBe(6);
+    } finally {
+      await app.end();
+      await gw.stop();
+      await redis.kill();
+    }
+  });
+
+  it('loses nothing when Postgres restarts during deliveries', { timeout: 90_000 }, async () => {
+    const pg = new PrivatePostgres(await freePort());
+    pg.init();
+    pg.start();
+    const config = loadConfig({ DATABASE_URL: pg.url, PORT: '0', LOG_LEVEL: 'silent', ALLOW_PRIVATE_TARGETS: 'true' });
+    const gateway = await startGateway(config, createLogger('silent'));
+    const app = postgres(pg.url, { max: 1, onnotice: () => {} });
+    try {
+      const token = await (
+        await fetch(`${gateway.url}/oauth/token`, {
+          method: 'POST',
+          body: new URLSearchParams({
+            grant_type: 'client_credentials',
+            ...(gateway.bootstrap.kind === 'created'
+              ? { client_id: gateway.bootstrap.credentials.clientId, client_secret: gateway.bootstrap.credentials.clientSecret }
+              : {}),
+          }),
+        })
+      ).json();
+      receiver.answer('/pg', { status: 200, delayMs: 1000 });
+      await watch(gateway.url, token.access_token, app, 'Outage', '/pg');
+      await app`insert into "Outage" select from generate_series(1, 5)`;
+      await waitFor(async () => (receiver.callsTo('/pg').length > 0 ? true : undefined));
+      pg.stop(); // while calls are in flight: their results cannot be recorded yet
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      pg.start();
+      await waitFor(async () => ((await app`select 1`.catch(() => undefined)) ? true : undefined));
+      await app`insert into "Outage" select from generate_series(1, 5)`;
+      await allSucceeded(app, 10, 60_000);
+      expect(receivedIds('/pg').size).toBe(10);
+    } finally {
+      await app.end().catch(() => undefined);
+      await gateway.stop().catch(() => undefined);
+      pg.remove();
+    }
+  });
+});
