@@ -1,6 +1,9 @@
 import { benchCapture } from './capture';
+import { benchDelivery } from './delivery';
 
+const only = process.argv[2];
 console.log('# Webhook gateway benchmarks');
 console.log(`node ${process.version}, ${new Date().toISOString()}`);
-await benchCapture();
+if (!only || only === 'capture') await benchCapture();
+if (!only || only === 'delivery') await benchDelivery();
 process.exit(0);

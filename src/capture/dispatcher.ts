@@ -9,7 +9,15 @@ import type { Logger } from '../logger';
 import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, type HookValues } from '../messages/payload';
 import { messages } from '../messages/tables';
 import { webhooks, webhookUrls } from '../webhooks/tables';
-import { queueDeliveries, requeueIfQueueLost, type Handover } from '../delivery/queue';
+import {
+  addDeliveryJobs,
+  markUnqueued,
+  queueDeliveries,
+  requeueIfQueueLost,
+  requeueStale,
+  type DeliveryToQueue,
+  type Handover,
+} from '../delivery/queue';
 import { deliveries } from '../delivery/tables';
 import { dispatcherState, outbox } from './tables';
 import { OUTBOX_CHANNEL, syncCaptureTriggers } from './triggers';
@@ -20,7 +28,10 @@ const EVENT_TYPE_OF: Record<string, EventType> = {
   DELETE: 'table.recordDelete',
 };
 
-export const DISPATCH_BATCH_SIZE = 500;
+export const DISPATCH_BATCH_SIZE = 1000;
+const QUEUE_CHECK_INTERVAL_MS = 5000;
+/** Deliveries queued this long ago and not sent are checked for a missing job. */
+const STALE_AFTER_MS = 120_000;
 const INSERT_CHUNK = 1000;
 
 type Row = Record<string, unknown>;
@@ -28,6 +39,7 @@ type Row = Record<string, unknown>;
 interface MatchingEvent {
   id: string;
   webhookId: string;
+  callThrottling: number;
   eventType: EventType;
   objectName: string;
   objectFields: string[];
@@ -44,18 +56,20 @@ async function activeEventsFor(db: Db, tables: string[]): Promise<Map<string, Ma
       event: webhookEvents,
       secret: webhooks.secret,
       includeSecret: webhooks.defaultPayloadIncludesSecret,
+      callThrottling: webhooks.callThrottling,
     })
     .from(webhookEvents)
     .innerJoin(webhooks, eq(webhooks.id, webhookEvents.webhookId))
     .where(and(inArray(webhookEvents.objectName, tables), eq(webhookEvents.enabled, true), eq(webhooks.enabled, true)))
     .orderBy(asc(webhookEvents.createdAt));
   const byTableAndType = new Map<string, MatchingEvent[]>();
-  for (const { event, secret, includeSecret } of rows) {
+  for (const { event, secret, includeSecret, callThrottling } of rows) {
     const key = `${event.objectName}\u0000${event.eventType}`;
     const list = byTableAndType.get(key) ?? [];
     list.push({
       id: event.id,
       webhookId: event.webhookId,
+      callThrottling,
       eventType: event.eventType,
       objectName: event.objectName,
       objectFields: event.objectFields,
@@ -117,6 +131,8 @@ function changesWatchedColumn(event: MatchingEvent, before: Row, after: Row): bo
 export interface DispatchResult {
   changes: number;
   messageIds: string[];
+  /** The deliveries made, in creation order, to hand to the queue once committed. */
+  deliveries: DeliveryToQueue[];
 }
 
 /**
@@ -132,14 +148,14 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
       .orderBy(asc(outbox.id))
       .limit(limit)
       .for('update', { skipLocked: true });
-    if (changes.length === 0) return { changes: 0, messageIds: [] };
+    if (changes.length === 0) return { changes: 0, messageIds: [], deliveries: [] };
     const tables = [...new Set(changes.map((change) => change.tableName))];
     const events = await activeEventsFor(tx, tables);
     const bytea = events.size > 0 ? await byteaColumnsOf(tx, config.watchedSchema, tables) : new Map<string, string[]>();
 
     const urls = await urlsOf(tx, [...new Set([...events.values()].flat().map((event) => event.webhookId))]);
     const created: (typeof messages.$inferInsert)[] = [];
-    const toDeliver: (typeof deliveries.$inferInsert)[] = [];
+    const toDeliver: (typeof deliveries.$inferInsert & { callThrottling: number })[] = [];
     for (const change of changes) {
       const eventType = EVENT_TYPE_OF[change.operation]!;
       const candidates = events.get(`${change.tableName}\u0000${eventType}`);
@@ -174,14 +190,24 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
           body: JSON.stringify(body),
           eventDate: change.changedAt,
         });
-        for (const url of urls.get(event.webhookId) ?? []) toDeliver.push({ messageId, webhookId: event.webhookId, url });
+        for (const url of urls.get(event.webhookId) ?? []) {
+          toDeliver.push({ messageId, webhookId: event.webhookId, url, callThrottling: event.callThrottling });
+        }
       }
     }
     for (let start = 0; start < created.length; start += INSERT_CHUNK) {
       await tx.insert(messages).values(created.slice(start, start + INSERT_CHUNK));
     }
+    // Marked queued at once: the dispatcher queues them right after the commit, and marks back
+    // the few it could not (Redis away), which saves an update of every delivery.
+    const made: DeliveryToQueue[] = [];
     for (let start = 0; start < toDeliver.length; start += INSERT_CHUNK) {
-      await tx.insert(deliveries).values(toDeliver.slice(start, start + INSERT_CHUNK));
+      const chunk = toDeliver.slice(start, start + INSERT_CHUNK);
+      const ids = await tx
+        .insert(deliveries)
+        .values(chunk.map(({ callThrottling: _, ...delivery }) => ({ ...delivery, queued: true })))
+        .returning({ id: deliveries.id, nextAttemptAt: deliveries.nextAttemptAt });
+      ids.forEach((row, i) => made.push({ ...row, generation: 0, webhookId: chunk[i]!.webhookId, callThrottling: chunk[i]!.callThrottling }));
     }
     await tx.delete(outbox).where(
       inArray(
@@ -189,7 +215,7 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
         changes.map((change) => change.id),
       ),
     );
-    return { changes: changes.length, messageIds: created.map((message) => message.id) };
+    return { changes: changes.length, messageIds: created.map((message) => message.id), deliveries: made };
   });
 }
 
@@ -217,6 +243,7 @@ export class Dispatcher {
   private unlisten: (() => Promise<void>) | undefined;
   private nextTriggerSync = 0;
   private nextQueueCheck = 0;
+  private nextStaleCheck = 0;
   private queueUnreachable = false;
 
   constructor(private readonly options: DispatcherOptions) {}
@@ -244,7 +271,7 @@ export class Dispatcher {
       try {
         if (Date.now() >= this.nextTriggerSync) await this.syncTriggers();
         const result = await dispatchBatch(database.db, config);
-        await this.handOver();
+        await this.handOver(result.deliveries);
         if (result.changes > 0) {
           log.debug({ changes: result.changes, messages: result.messageIds.length }, 'dispatched changes');
           await this.markIdle(false);
@@ -260,16 +287,26 @@ export class Dispatcher {
   }
 
   /**
-   * Queues the deliveries not in the queue yet. While Redis is away they wait in Postgres; this
-   * runs after every batch and every poll, so they go as soon as it is back.
+   * Queues the deliveries just made, then any left unqueued. While Redis is away they wait in
+   * Postgres (marked unqueued); this runs after every batch and poll, so they go once it is back.
    */
-  private async handOver(): Promise<void> {
+  private async handOver(made: DeliveryToQueue[]): Promise<void> {
     const { database, handover, redis, redisPrefix, log } = this.options;
     if (!handover) return;
     try {
+      try {
+        await addDeliveryJobs(handover, made);
+      } catch (error) {
+        await markUnqueued(database.db, made);
+        throw error;
+      }
       if (redis && redisPrefix && Date.now() >= this.nextQueueCheck) {
-        this.nextQueueCheck = Date.now() + 5000;
+        this.nextQueueCheck = Date.now() + QUEUE_CHECK_INTERVAL_MS;
         if (await requeueIfQueueLost(database.db, redis, redisPrefix)) log.info('delivery queue (re)built from Postgres');
+      }
+      if (Date.now() >= this.nextStaleCheck) {
+        this.nextStaleCheck = Date.now() + STALE_AFTER_MS / 2;
+        await requeueStale(database.db, handover, STALE_AFTER_MS);
       }
       while ((await queueDeliveries(database.db, handover)) > 0) {
         // until everything unqueued is queued

@@ -41,11 +41,13 @@ interface Waiter {
 }
 
 const MAX_BATCH = 200;
+// Jobs arrive one by one from the queue; waiting this long gathers them into one query.
+const BATCH_WINDOW_MS = 2;
 const KEY_CACHE_LIMIT = 10_000;
 
 /**
- * Loads deliveries for the worker, batching the loads requested in the same tick into one
- * query, so that 50 concurrent jobs cost one round trip, not 50.
+ * Loads deliveries for the worker, batching the loads requested within a couple of
+ * milliseconds into one query: concurrent jobs cost one round trip, not one each.
  */
 export class DeliveryLoader {
   private waiting = new Map<number, Waiter[]>();
@@ -62,7 +64,7 @@ export class DeliveryLoader {
       if (this.waiting.size >= MAX_BATCH) this.run();
       else if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => this.run());
+        setTimeout(() => this.run(), BATCH_WINDOW_MS);
       }
     });
   }

@@ -9,6 +9,7 @@ import type { Throttle } from './throttle';
 
 export const DELIVERY_QUEUE = 'deliveries';
 const HANDOVER_BATCH = 1000;
+const UNFINISHED = ['QUEUED', 'SENDING', 'RETRY_SCHEDULED'] as const;
 
 /** A delivery job carries ids only; the worker loads the rest from Postgres. */
 export const deliveryJobData = z.object({
@@ -48,28 +49,22 @@ export interface Handover {
   callThrottlingMax: number;
 }
 
+export interface DeliveryToQueue {
+  id: number;
+  generation: number;
+  webhookId: string;
+  callThrottling: number;
+  nextAttemptAt: Date;
+}
+
 /**
- * Hands deliveries that are not in the queue yet to it and marks them queued. Due ones book
- * their webhook's throttle slots here, in order of creation, and wait in the delayed set until
- * their slot: so they go out in order, and waiting costs no worker. Returns how many it handed over.
+ * Adds the deliveries' jobs. Due ones book their webhook's throttle slots here, in the order
+ * given (creation order), and wait in the delayed set until their slot: so they go out in
+ * order, and waiting costs no worker. A retry due later books its slot when it wakes.
  */
-export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOVER_BATCH): Promise<number> {
-  const rows = await db
-    .select({
-      id: deliveries.id,
-      generation: deliveries.generation,
-      nextAttemptAt: deliveries.nextAttemptAt,
-      webhookId: deliveries.webhookId,
-      callThrottling: webhooks.callThrottling,
-    })
-    .from(deliveries)
-    .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
-    .where(and(eq(deliveries.queued, false), inArray(deliveries.status, ['QUEUED', 'SENDING', 'RETRY_SCHEDULED'])))
-    .orderBy(asc(deliveries.id))
-    .limit(limit);
-  if (rows.length === 0) return 0;
+export async function addDeliveryJobs(handover: Handover, rows: readonly DeliveryToQueue[]): Promise<void> {
+  if (rows.length === 0) return;
   const now = Date.now();
-  // A retry due later books its slot when it wakes, not now.
   const due = rows.filter((row) => row.nextAttemptAt.getTime() <= now);
   const waits = await handover.throttle.reserveSlots(
     due.map((row) => ({ webhookId: row.webhookId, limit: Math.min(row.callThrottling, handover.callThrottlingMax) })),
@@ -88,6 +83,30 @@ export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOV
       };
     }),
   );
+}
+
+const unqueuedColumns = {
+  id: deliveries.id,
+  generation: deliveries.generation,
+  nextAttemptAt: deliveries.nextAttemptAt,
+  webhookId: deliveries.webhookId,
+  callThrottling: webhooks.callThrottling,
+};
+
+/**
+ * The safety net under the dispatcher's own handover: queues deliveries marked unqueued (Redis
+ * was away, a redelivery, a lost queue) and marks them queued. Returns how many it handed over.
+ */
+export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOVER_BATCH): Promise<number> {
+  const rows = await db
+    .select(unqueuedColumns)
+    .from(deliveries)
+    .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
+    .where(and(eq(deliveries.queued, false), inArray(deliveries.status, UNFINISHED)))
+    .orderBy(asc(deliveries.id))
+    .limit(limit);
+  if (rows.length === 0) return 0;
+  await addDeliveryJobs(handover, rows);
   // A redelivery in between bumps the generation: that delivery stays unqueued for its new job.
   await db.execute(sql`update webhook_gateway.deliveries d set queued = true
     from (values ${sql.join(
@@ -109,7 +128,51 @@ export async function requeueIfQueueLost(db: Db, redis: Redis, prefix: string): 
   await db
     .update(deliveries)
     .set({ queued: false })
-    .where(and(eq(deliveries.queued, true), inArray(deliveries.status, ['QUEUED', 'SENDING', 'RETRY_SCHEDULED'])));
+    .where(and(eq(deliveries.queued, true), inArray(deliveries.status, UNFINISHED)));
   await redis.set(marker, new Date().toISOString());
   return true;
+}
+
+/**
+ * A dispatcher that stopped between committing deliveries and queueing them leaves them marked
+ * queued without a job. Deliveries queued long ago and still not sent get their job added
+ * again: job ids are idempotent, so one that exists (a throttled backlog) is left as it is.
+ */
+export async function requeueStale(db: Db, handover: Handover, olderThanMs: number): Promise<number> {
+  const rows = await db
+    .select(unqueuedColumns)
+    .from(deliveries)
+    .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
+    .where(
+      and(
+        eq(deliveries.queued, true),
+        eq(deliveries.status, 'QUEUED'),
+        sql`${deliveries.updatedAt} < now() - make_interval(secs => ${olderThanMs / 1000})`,
+      ),
+    )
+    .orderBy(asc(deliveries.id))
+    .limit(HANDOVER_BATCH);
+  // Booking slots again would waste them: these wait for a slot when they run.
+  await handover.queue.addBulk(
+    rows.map((row) => ({
+      name: 'deliver',
+      data: { deliveryId: row.id, generation: row.generation },
+      opts: { jobId: deliveryJobId(row.id, row.generation) },
+    })),
+  );
+  return rows.length;
+}
+
+/** Deliveries whose jobs could not be added: the handover's safety net picks them up. */
+export async function markUnqueued(db: Db, rows: readonly DeliveryToQueue[]): Promise<void> {
+  if (rows.length === 0) return;
+  await db
+    .update(deliveries)
+    .set({ queued: false })
+    .where(
+      inArray(
+        deliveries.id,
+        rows.map((row) => row.id),
+      ),
+    );
 }

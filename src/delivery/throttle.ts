@@ -1,15 +1,16 @@
 import type { Redis } from 'ioredis';
 
-// Books the webhook's next free call slot (GCRA): the key holds the time the next slot opens.
-// Returns how long the caller waits for the slot it got. Redis' clock serves every process.
+// Books the webhook's next free call slot (GCRA): the key holds the time the next slot opens,
+// in microseconds (so that limits above 1000/s keep their spacing). Returns the caller's wait
+// in ms. Redis' clock serves every process.
 const RESERVE_SLOT = `
 local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
 local interval = tonumber(ARGV[1])
 local next_free = tonumber(redis.call('GET', KEYS[1]) or '0')
 local slot = math.max(next_free, now)
-redis.call('SET', KEYS[1], slot + interval, 'PX', math.ceil(slot + interval - now + 1000))
-return slot - now
+redis.call('SET', KEYS[1], string.format('%.0f', slot + interval), 'PX', math.ceil((slot + interval - now) / 1000) + 1000)
+return math.floor((slot - now) / 1000)
 `;
 
 // The strict guard at send time: a log of the calls of the last window; a call is allowed
@@ -54,7 +55,8 @@ export class Throttle {
   }
 
   private slotKey = (webhookId: string) => `${this.prefix}:slot:${webhookId}`;
-  private slotInterval = (limit: number) => Math.ceil((Throttle.WINDOW_MS * (1 + Throttle.MARGIN)) / limit);
+  /** Microseconds between slots. */
+  private slotInterval = (limit: number) => Math.ceil((Throttle.WINDOW_MS * 1000 * (1 + Throttle.MARGIN)) / limit);
 
   /** Books slots for many calls at once, in the order given (one round trip). */
   async reserveSlots(requests: readonly { webhookId: string; limit: number }[]): Promise<number[]> {

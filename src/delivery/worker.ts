@@ -14,7 +14,7 @@ import { signMessage } from './signature';
 import { FINAL_STATUSES } from './tables';
 import { Throttle } from './throttle';
 
-export const WORKER_CONCURRENCY = 50;
+export const WORKER_CONCURRENCY = 200;
 /** At most this many calls to one URL at once per worker process: a hanging receiver cannot take every slot. */
 export const PER_URL_CONCURRENCY = 10;
 /** A slot this close is waited for in place rather than by a trip through the delayed set. */
@@ -42,6 +42,7 @@ export class DeliveryWorker {
   private readonly sender: Sender;
   private readonly throttle: Throttle;
   private readonly redis: Redis;
+  private readonly throttleRedis: Redis;
   private readonly inFlightByUrl = new Map<string, number>();
 
   constructor(private readonly options: DeliveryWorkerOptions) {
@@ -55,7 +56,10 @@ export class DeliveryWorker {
       allowPrivateTargets: config.allowPrivateTargets,
       userAgent: USER_AGENT,
     });
-    this.throttle = new Throttle(this.redis, options.redisPrefix);
+    // Permits are asked by many jobs at once: auto-pipelining sends those of one tick in one write.
+    this.throttleRedis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, enableAutoPipelining: true });
+    this.throttleRedis.on('error', () => {});
+    this.throttle = new Throttle(this.throttleRedis, options.redisPrefix);
     const lockDuration = Math.max(10_000, config.deliveryTimeoutMs + 5_000);
     this.worker = new Worker<DeliveryJobData>(DELIVERY_QUEUE, (job, token) => this.process(job, token), {
       connection: this.redis,
@@ -90,6 +94,7 @@ export class DeliveryWorker {
     await this.recorder.flush();
     await this.sender.close();
     this.redis.disconnect();
+    this.throttleRedis.disconnect();
   }
 
   private async process(job: Job<DeliveryJobData>, token: string | undefined): Promise<void> {

@@ -1,0 +1,163 @@
+import { spawn } from 'node:child_process';
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import postgres from 'postgres';
+import { Agent, request } from 'undici';
+import { createBenchDatabase, formatRate, printTable, spawnGateway, startBenchGateway } from './support';
+
+const RAW_JOBS = 20_000;
+const E2E_ROWS = 20_000;
+const STEADY_RATE = 1000;
+const STEADY_SECONDS = 10;
+const LONG_RUN = Number(process.env.BENCH_LONG_MESSAGES ?? 200_000);
+
+interface ReceiverProcess {
+  url: string;
+  stats(latencies?: boolean): Promise<{ count: number; latencies?: number[] }>;
+  reset(): Promise<void>;
+  stop(): void;
+}
+
+async function startReceiver(): Promise<ReceiverProcess> {
+  const child = spawn('node', ['--import', 'tsx', 'bench/receiver.ts'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve) =>
+    child.stdout.on('data', (chunk: Buffer) => {
+      const match = /listening on (\S+)/.exec(chunk.toString());
+      if (match) resolve(match[1]!);
+    }),
+  );
+  return {
+    url,
+    stats: async (latencies = false) => (await fetch(`${url}/stats${latencies ? '?latencies=1' : ''}`)).json(),
+    reset: async () => void (await fetch(`${url}/reset`, { method: 'POST' })),
+    stop: () => child.kill(),
+  };
+}
+
+async function until(check: () => Promise<boolean>, timeoutMs = 600_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('benchmark timed out');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** (a) The machine's ceiling: BullMQ jobs that each POST with undici (pooled) to the receiver. */
+async function rawCeiling(receiver: ReceiverProcess): Promise<number> {
+  const prefix = `bench-raw-${Date.now()}`;
+  const queue = new Queue('raw', { connection: new Redis({ maxRetriesPerRequest: null }), prefix });
+  const agent = new Agent({ connections: 64 });
+  const body = JSON.stringify({ eventType: 'table.recordInsert', data: [{ id: 1, name: 'Customer', email: 'c@example.com' }] });
+  let done = 0;
+  const worker = new Worker(
+    'raw',
+    async () => {
+      const response = await request(`${receiver.url}/raw`, { method: 'POST', dispatcher: agent, body, headers: { 'content-type': 'application/json' } });
+      await response.body.dump();
+      done++;
+    },
+    { connection: new Redis({ maxRetriesPerRequest: null }), prefix, concurrency: 50, autorun: true },
+  );
+  const started = performance.now();
+  for (let i = 0; i < RAW_JOBS; i += 1000) {
+    await queue.addBulk(Array.from({ length: 1000 }, (_, j) => ({ name: 'post', data: { n: i + j }, opts: { removeOnComplete: true } })));
+  }
+  await until(async () => done >= RAW_JOBS);
+  const rate = RAW_JOBS / ((performance.now() - started) / 1000);
+  await worker.close();
+  await queue.obliterate({ force: true });
+  await queue.close();
+  await agent.close();
+  return rate;
+}
+
+async function rssOf(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return Number(/^process_resident_memory_bytes (\d+)/m.exec(text)?.[1] ?? 0) / 1024 / 1024;
+}
+
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+
+/**
+ * The gateway end to end: rows inserted into a watched table until the receiver has every signed
+ * call and every attempt is logged; against the raw ceiling measured in the same run.
+ */
+export async function benchDelivery(): Promise<void> {
+  console.log('\n## Delivery: the gateway end to end against the raw BullMQ + undici ceiling');
+  const receiver = await startReceiver();
+  const database = await createBenchDatabase();
+  // Throughput is measured without a throttle in the way: the plan maximum is raised for the run.
+  const env = { DATABASE_URL: database.url, ALLOW_PRIVATE_TARGETS: 'true', CALL_THROTTLING_MAX: '100000' };
+  const api = await startBenchGateway(database.url, { ...env, ROLES: 'api' });
+  const dispatcher = await spawnGateway({ ...env, ROLES: 'dispatcher' });
+  const worker = await spawnGateway({ ...env, ROLES: 'worker', PORT: '0' });
+  const workerUrl = /listening on (\S+)/.exec(worker.output())![1]!;
+  const app = postgres(database.url, { max: 4, onnotice: () => {} });
+  try {
+    const raw = await rawCeiling(receiver);
+    await receiver.reset();
+
+    await app`create table bench_orders (id serial primary key, t0 text, item text, amount numeric)`;
+    const webhook = await api.rest('POST', '/outgoingWebhooks', {
+      Name: 'bench',
+      OutgoingUrls: [`${receiver.url}/hook`],
+      CallThrottling: 100_000,
+    });
+    await api.rest('POST', `/outgoingWebhooks/${webhook.Id}/events`, { EventType: 'table.recordInsert', ObjectName: 'bench_orders' });
+    const attempts = async () => (await app<[{ n: number }]>`select count(*)::int as n from webhook_gateway.delivery_attempts`)[0].n;
+
+    const started = performance.now();
+    for (let i = 0; i < E2E_ROWS; i += 1000) {
+      await app`insert into bench_orders (t0, item, amount) select ${String(Date.now())}, 'item ' || n, n from generate_series(1, 1000) n`;
+    }
+    await until(async () => (await receiver.stats()).count >= E2E_ROWS);
+    await until(async () => (await attempts()) >= E2E_ROWS);
+    const endToEnd = E2E_ROWS / ((performance.now() - started) / 1000);
+
+    // (d) Latency at a steady rate: 10 rows every 10 ms, each batch its own transaction.
+    await receiver.reset();
+    const perTick = STEADY_RATE / 100;
+    const steadyStart = Date.now();
+    for (let tick = 0; tick < STEADY_SECONDS * 100; tick++) {
+      const due = steadyStart + tick * 10;
+      if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
+      await app`insert into bench_orders (t0, item, amount) select ${String(Date.now())}, 'steady', n from generate_series(1, ${perTick}) n`;
+    }
+    await until(async () => (await receiver.stats()).count >= STEADY_RATE * STEADY_SECONDS);
+    const latencies = ((await receiver.stats(true)).latencies ?? []).sort((a, b) => a - b);
+
+    printTable([
+      ['measure', 'figure', 'goal'],
+      [`(a) raw ceiling: BullMQ job = undici POST (${RAW_JOBS} jobs)`, formatRate(raw), ''],
+      [`(b) gateway: insert -> signed delivery, attempt logged (${E2E_ROWS} rows)`, formatRate(endToEnd), ''],
+      ['(c) b/a', (endToEnd / raw).toFixed(2), '>= 0.50'],
+      [`(d) commit -> receipt at ${STEADY_RATE}/s: p50`, `${percentile(latencies, 50)} ms`, ''],
+      [`(d) commit -> receipt at ${STEADY_RATE}/s: p99`, `${percentile(latencies, 99)} ms`, '<= 250 ms'],
+    ]);
+
+    // Memory over a long run: the worker's and dispatcher's RSS as messages flow.
+    if (LONG_RUN > 0) {
+      await receiver.reset();
+      const samples: number[] = [await rssOf(workerUrl)];
+      for (let sent = 0; sent < LONG_RUN; sent += 10_000) {
+        for (let i = 0; i < 10_000; i += 1000) {
+          await app`insert into bench_orders (t0, item, amount) select ${String(Date.now())}, 'long', n from generate_series(1, 1000) n`;
+        }
+        await until(async () => (await receiver.stats()).count >= sent + 10_000);
+        samples.push(await rssOf(workerUrl));
+      }
+      const fmt = (mb: number) => `${mb.toFixed(0)} MB`;
+      console.log(
+        `memory, worker process RSS over ${LONG_RUN.toLocaleString('en-US')} messages: start ${fmt(samples[1]!)}, ` +
+          `end ${fmt(samples.at(-1)!)}, max ${fmt(Math.max(...samples.slice(1)))} (sampled every 10,000)`,
+      );
+    }
+  } finally {
+    await app.end();
+    await worker.stop();
+    await dispatcher.stop();
+    await api.stop();
+    receiver.stop();
+    await database.drop();
+  }
+}
