@@ -12,6 +12,9 @@ try {
 }
 
 const log = createLogger(config.logLevel);
+// postgres.js can reject a connection attempt that no query awaits while Postgres restarts; it
+// reconnects by itself, so such a rejection is logged instead of ending the process.
+process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled rejection'));
 const gateway = await startGateway(config, log).catch((error: unknown) => {
   log.fatal({ err: error }, 'the gateway could not start');
   process.exit(1);

@@ -1,8 +1,5 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '../src/logger';
-import { loadConfig } from '../src/config';
-import { startGateway } from '../src/gateway';
 import { startTestGateway } from './support/gateway';
 import { spawnGateway } from './support/process';
 import { Receiver } from './support/receiver';
@@ -97,23 +94,22 @@ describe('faults', () => {
     const pg = new PrivatePostgres(await freePort());
     pg.init();
     pg.start();
-    const config = loadConfig({ DATABASE_URL: pg.url, PORT: '0', LOG_LEVEL: 'silent', ALLOW_PRIVATE_TARGETS: 'true' });
-    const gateway = await startGateway(config, createLogger('silent'));
+    const gateway = await spawnGateway({ DATABASE_URL: pg.url, ALLOW_PRIVATE_TARGETS: 'true' });
     const app = postgres(pg.url, { max: 1, onnotice: () => {} });
     try {
+      const url = /listening on (\S+)/.exec(gateway.output())![1]!;
       const token = await (
-        await fetch(`${gateway.url}/oauth/token`, {
+        await fetch(`${url}/oauth/token`, {
           method: 'POST',
           body: new URLSearchParams({
             grant_type: 'client_credentials',
-            ...(gateway.bootstrap.kind === 'created'
-              ? { client_id: gateway.bootstrap.credentials.clientId, client_secret: gateway.bootstrap.credentials.clientSecret }
-              : {}),
+            client_id: /client_id: +(\S+)/.exec(gateway.output())![1]!,
+            client_secret: /client_secret: +(\S+)/.exec(gateway.output())![1]!,
           }),
         })
       ).json();
       receiver.answer('/pg', { status: 200, delayMs: 1000 });
-      await watch(gateway.url, token.access_token, app, 'Outage', '/pg');
+      await watch(url, token.access_token, app, 'Outage', '/pg');
       await app`insert into "Outage" select from generate_series(1, 5)`;
       await waitFor(async () => (receiver.callsTo('/pg').length > 0 ? true : undefined));
       pg.stop(); // while calls are in flight: their results cannot be recorded yet
@@ -123,9 +119,10 @@ describe('faults', () => {
       await app`insert into "Outage" select from generate_series(1, 5)`;
       await allSucceeded(app, 10, 60_000);
       expect(receivedIds('/pg').size).toBe(10);
+      expect(gateway.child.exitCode).toBeNull(); // the outage did not end the process
     } finally {
       await app.end().catch(() => undefined);
-      await gateway.stop().catch(() => undefined);
+      await gateway.stop();
       pg.remove();
     }
   });

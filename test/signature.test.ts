@@ -60,3 +60,12 @@ it('counts the most calls in any one-second window', () => {
   expect(maxInWindow([0, 100, 999, 1000, 1999])).toBe(3);
   expect(maxInWindow([0, 250, 500, 750, 1000, 1250])).toBe(4);
 });
+
+it('makes time-ordered version 7 UUIDs for message ids', async () => {
+  const { newTimeOrderedUuid } = await import('../src/db/ids');
+  const earlier = newTimeOrderedUuid(1_700_000_000_000);
+  const later = newTimeOrderedUuid(1_700_000_000_001);
+  expect(earlier).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  expect(earlier < later).toBe(true);
+  expect(parseInt(earlier.replace(/-/g, '').slice(0, 12), 16)).toBe(1_700_000_000_000);
+});

@@ -1,13 +1,12 @@
-import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import type { Config } from '../config';
 import { formatEventDate } from '../dates';
 import { queryRows, type Database, type Db } from '../db/database';
+import { newTimeOrderedUuid } from '../db/ids';
 import { webhookEvents, type EventType } from '../events/tables';
 import type { Logger } from '../logger';
 import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, type HookValues } from '../messages/payload';
-import { messages } from '../messages/tables';
 import { webhooks, webhookUrls } from '../webhooks/tables';
 import {
   addDeliveryJobs,
@@ -18,7 +17,6 @@ import {
   type DeliveryToQueue,
   type Handover,
 } from '../delivery/queue';
-import { deliveries } from '../delivery/tables';
 import { dispatcherState, outbox } from './tables';
 import { OUTBOX_CHANNEL, syncCaptureTriggers } from './triggers';
 
@@ -32,7 +30,6 @@ export const DISPATCH_BATCH_SIZE = 1000;
 const QUEUE_CHECK_INTERVAL_MS = 5000;
 /** Deliveries queued this long ago and not sent are checked for a missing job. */
 const STALE_AFTER_MS = 120_000;
-const INSERT_CHUNK = 1000;
 
 type Row = Record<string, unknown>;
 
@@ -128,6 +125,63 @@ function changesWatchedColumn(event: MatchingEvent, before: Row, after: Row): bo
   return event.objectFields.some((column) => JSON.stringify(before[column]) !== JSON.stringify(after[column]));
 }
 
+interface NewMessage {
+  id: string;
+  webhookId: string;
+  eventId: string;
+  eventType: string;
+  objectName: string;
+  body: string;
+  eventDate: Date;
+}
+
+interface NewDelivery {
+  messageId: string;
+  webhookId: string;
+  url: string;
+  callThrottling: number;
+}
+
+// Bulk inserts take one array per column (unnest): a handful of parameters however many rows,
+// where a VALUES list would build and bind thousands. (Timestamps travel as text[]: postgres.js
+// cannot serialise a timestamptz[] parameter.)
+async function insertMessages(db: Db, rows: NewMessage[]): Promise<void> {
+  if (rows.length === 0) return;
+  const column = <T>(pick: (row: NewMessage) => T) => sql.param(rows.map(pick));
+  await db.execute(sql`insert into webhook_gateway.messages (id, webhook_id, event_id, event_type, object_name, body, event_date)
+    select * from unnest(${column((row) => row.id)}::uuid[], ${column((row) => row.webhookId)}::text[],
+      ${column((row) => row.eventId)}::text[], ${column((row) => row.eventType)}::text[],
+      ${column((row) => row.objectName)}::text[], ${column((row) => row.body)}::text[],
+      ${column((row) => row.eventDate.toISOString())}::text[]::timestamptz[])`);
+}
+
+/**
+ * Marked queued at once: the dispatcher queues them right after the commit, and marks back the
+ * few it could not (Redis away), which saves an update of every delivery.
+ */
+async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<DeliveryToQueue[]> {
+  if (rows.length === 0) return [];
+  const inserted = await queryRows<{ id: string | number; message_id: string; url: string; next_attempt_at: string | Date }>(
+    db,
+    sql`insert into webhook_gateway.deliveries (message_id, webhook_id, url, queued)
+      select message_id, webhook_id, url, true
+      from unnest(${sql.param(rows.map((row) => row.messageId))}::uuid[], ${sql.param(rows.map((row) => row.webhookId))}::text[],
+        ${sql.param(rows.map((row) => row.url))}::text[]) as d(message_id, webhook_id, url)
+      returning id, message_id, url, next_attempt_at`,
+  );
+  const idOf = new Map(inserted.map((row) => [`${row.message_id} ${row.url}`, row]));
+  return rows.map((row) => {
+    const made = idOf.get(`${row.messageId} ${row.url}`)!;
+    return {
+      id: Number(made.id),
+      generation: 0,
+      webhookId: row.webhookId,
+      callThrottling: row.callThrottling,
+      nextAttemptAt: new Date(made.next_attempt_at),
+    };
+  });
+}
+
 export interface DispatchResult {
   changes: number;
   messageIds: string[];
@@ -154,8 +208,8 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
     const bytea = events.size > 0 ? await byteaColumnsOf(tx, config.watchedSchema, tables) : new Map<string, string[]>();
 
     const urls = await urlsOf(tx, [...new Set([...events.values()].flat().map((event) => event.webhookId))]);
-    const created: (typeof messages.$inferInsert)[] = [];
-    const toDeliver: (typeof deliveries.$inferInsert & { callThrottling: number })[] = [];
+    const created: NewMessage[] = [];
+    const toDeliver: NewDelivery[] = [];
     for (const change of changes) {
       const eventType = EVENT_TYPE_OF[change.operation]!;
       const candidates = events.get(`${change.tableName}\u0000${eventType}`);
@@ -165,7 +219,7 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
       const row = change.operation === 'DELETE' ? before : after;
       for (const event of candidates) {
         if (change.operation === 'UPDATE' && !changesWatchedColumn(event, before, after)) continue;
-        const messageId = randomUUID();
+        const messageId = newTimeOrderedUuid();
         const hook: HookValues = {
           secret: event.secret,
           webhookId: event.webhookId,
@@ -195,20 +249,8 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
         }
       }
     }
-    for (let start = 0; start < created.length; start += INSERT_CHUNK) {
-      await tx.insert(messages).values(created.slice(start, start + INSERT_CHUNK));
-    }
-    // Marked queued at once: the dispatcher queues them right after the commit, and marks back
-    // the few it could not (Redis away), which saves an update of every delivery.
-    const made: DeliveryToQueue[] = [];
-    for (let start = 0; start < toDeliver.length; start += INSERT_CHUNK) {
-      const chunk = toDeliver.slice(start, start + INSERT_CHUNK);
-      const ids = await tx
-        .insert(deliveries)
-        .values(chunk.map(({ callThrottling: _, ...delivery }) => ({ ...delivery, queued: true })))
-        .returning({ id: deliveries.id, nextAttemptAt: deliveries.nextAttemptAt });
-      ids.forEach((row, i) => made.push({ ...row, generation: 0, webhookId: chunk[i]!.webhookId, callThrottling: chunk[i]!.callThrottling }));
-    }
+    await insertMessages(tx, created);
+    const made = await insertDeliveries(tx, toDeliver);
     await tx.delete(outbox).where(
       inArray(
         outbox.id,

@@ -9,6 +9,8 @@ import type { Throttle } from './throttle';
 
 export const DELIVERY_QUEUE = 'deliveries';
 const HANDOVER_BATCH = 1000;
+/** A slot this close is not worth a trip through BullMQ's delayed set. */
+export const SLOT_SLACK_MS = 25;
 const UNFINISHED = ['QUEUED', 'SENDING', 'RETRY_SCHEDULED'] as const;
 
 /** A delivery job carries ids only; the worker loads the rest from Postgres. */
@@ -78,7 +80,8 @@ export async function addDeliveryJobs(handover: Handover, rows: readonly Deliver
         data: { deliveryId: row.id, generation: row.generation, slotAt: wait === undefined ? undefined : now + wait },
         opts: {
           jobId: deliveryJobId(row.id, row.generation),
-          delay: wait ?? Math.max(0, row.nextAttemptAt.getTime() - now),
+          // A slot this close is waited for at send time; the delayed set costs more than that.
+          delay: wait === undefined ? Math.max(0, row.nextAttemptAt.getTime() - now) : wait > SLOT_SLACK_MS ? wait : 0,
         },
       };
     }),

@@ -35,7 +35,7 @@ const MAX_WAIT_MS = 5;
 export class AttemptRecorder {
   private pending: Pending[] = [];
   private timer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> = Promise.resolve();
+  private readonly writing = new Set<Promise<void>>();
 
   constructor(
     private readonly db: Db,
@@ -50,15 +50,20 @@ export class AttemptRecorder {
     });
   }
 
-  /** Writes whatever is waiting; resolves when it is committed. */
+  /**
+   * Writes whatever is waiting; resolves when it and every batch before it are committed.
+   * Batches may commit in parallel: a delivery never has two outcomes in flight, since each
+   * caller waits for its record before the delivery goes on.
+   */
   async flush(): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
     const batch = this.pending.splice(0);
-    if (batch.length === 0) return this.flushing;
-    // Batches commit one after another, so that a delivery's states land in order.
-    this.flushing = this.flushing.then(() => this.write(batch));
-    return this.flushing;
+    if (batch.length > 0) {
+      const writing = this.write(batch).finally(() => this.writing.delete(writing));
+      this.writing.add(writing);
+    }
+    await Promise.all(this.writing);
   }
 
   private flushSoon(ms: number): void {
@@ -70,12 +75,7 @@ export class AttemptRecorder {
 
   private async write(batch: Pending[]): Promise<void> {
     try {
-      await this.db.transaction(async (tx) => {
-        await insertAttempts(tx, batch.map((entry) => entry.outcome));
-        await updateDeliveries(tx, batch.map((entry) => entry.outcome));
-        const finished = batch.filter((entry) => entry.outcome.status !== 'RETRY_SCHEDULED');
-        if (finished.length > 0) await settleMessages(tx, [...new Set(finished.map((entry) => entry.outcome.messageId))]);
-      });
+      await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
       for (const entry of batch) entry.resolve();
     } catch (error) {
       this.log.error({ err: error, attempts: batch.length }, 'recording delivery attempts failed');
@@ -84,46 +84,49 @@ export class AttemptRecorder {
   }
 }
 
-// Rows whose message is gone (its webhook was deleted meanwhile) are skipped, not an error.
-async function insertAttempts(db: Db, outcomes: AttemptOutcome[]): Promise<void> {
+/**
+ * One statement, so one round trip and atomic: store the attempts (skipping those whose message
+ * is gone with its webhook), move the deliveries to their new state (unless a redelivery bumped
+ * their generation meanwhile), and settle the messages whose deliveries are now all final.
+ * The statement's snapshot predates its own update, hence the new states are taken from `moved`.
+ */
+async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<void> {
   const values = outcomes.map(
-    (o) => sql`(${o.messageId}::uuid, ${o.webhookId}, ${o.eventId}, ${o.url}, ${o.attempt}::int,
-      ${o.attemptedAt.toISOString()}::timestamptz, ${o.result.ok}, ${o.result.httpStatus ?? null}::int,
-      ${o.result.durationMs}::int, ${o.result.error ?? null}, ${o.result.responseBody ?? null})`,
+    (o) => sql`(${o.deliveryId}::bigint, ${o.generation}::int, ${o.messageId}::uuid, ${o.webhookId}, ${o.eventId},
+      ${o.url}, ${o.attempt}::int, ${o.attemptedAt.toISOString()}::timestamptz, ${o.result.ok}, ${o.result.httpStatus ?? null}::int,
+      ${o.result.durationMs}::int, ${o.result.error ?? null}, ${o.result.responseBody ?? null}, ${o.status},
+      ${o.nextAttemptAt?.toISOString() ?? null}::timestamptz)`,
   );
-  await db.execute(sql`insert into webhook_gateway.delivery_attempts
-      (message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded, http_status, duration_ms, error, response_body)
-    select v.* from (values ${sql.join(values, sql`, `)})
-      as v(message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded, http_status, duration_ms, error, response_body)
-    where exists (select 1 from webhook_gateway.messages m where m.id = v.message_id)`);
-}
-
-// The generation guard keeps a redelivery that happened meanwhile from being overwritten.
-async function updateDeliveries(db: Db, outcomes: AttemptOutcome[]): Promise<void> {
-  const values = outcomes.map(
-    (o) => sql`(${o.deliveryId}::bigint, ${o.generation}::int, ${o.status}, ${o.attempt}::int,
-      ${o.nextAttemptAt?.toISOString() ?? null}::timestamptz, ${o.result.httpStatus ?? null}::int, ${o.result.error ?? null})`,
-  );
-  await db.execute(sql`update webhook_gateway.deliveries d set
-      status = v.status, attempts = greatest(d.attempts, v.attempt),
-      next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at),
-      last_http_status = v.http_status, last_error = v.error, updated_at = now()
-    from (values ${sql.join(values, sql`, `)}) as v(id, generation, status, attempt, next_attempt_at, http_status, error)
-    where d.id = v.id and d.generation = v.generation`);
-}
-
-/** A message is settled once all its deliveries are: SUCCEEDED if all succeeded, else FAILED or CANCELLED. */
-export async function settleMessages(db: Db, messageIds: string[]): Promise<void> {
-  await db.execute(sql`update webhook_gateway.messages m set status = s.status
-    from (
-      select message_id,
-        case when bool_and(status = 'SUCCEEDED') then 'SUCCEEDED'
-             when bool_or(status = 'DEAD') then 'FAILED'
+  await db.execute(sql`
+    with outcome (delivery_id, generation, message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded,
+                  http_status, duration_ms, error, response_body, status, next_attempt_at) as (
+      values ${sql.join(values, sql`, `)}
+    ),
+    logged as (
+      insert into webhook_gateway.delivery_attempts
+        (message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded, http_status, duration_ms, error, response_body)
+      select message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded, http_status, duration_ms, error, response_body
+      from outcome o where exists (select 1 from webhook_gateway.messages m where m.id = o.message_id)
+    ),
+    moved as (
+      update webhook_gateway.deliveries d set
+        status = o.status, attempts = greatest(d.attempts, o.attempt),
+        next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
+        last_http_status = o.http_status, last_error = o.error, updated_at = now()
+      from outcome o
+      where d.id = o.delivery_id and d.generation = o.generation
+      returning d.id, d.message_id, o.status
+    ),
+    settled as (
+      select d.message_id,
+        case when bool_and(coalesce(moved.status, d.status) = 'SUCCEEDED') then 'SUCCEEDED'
+             when bool_or(coalesce(moved.status, d.status) = 'DEAD') then 'FAILED'
              else 'CANCELLED' end as status
-      from webhook_gateway.deliveries
-      where message_id in ${messageIds}
-      group by message_id
-      having bool_and(status in ('SUCCEEDED', 'DEAD', 'CANCELLED'))
-    ) s
-    where m.id = s.message_id and m.status <> s.status`);
+      from webhook_gateway.deliveries d left join moved on moved.id = d.id
+      where d.message_id in (select message_id from moved where status <> 'RETRY_SCHEDULED')
+      group by d.message_id
+      having bool_and(coalesce(moved.status, d.status) in ('SUCCEEDED', 'DEAD', 'CANCELLED'))
+    )
+    update webhook_gateway.messages m set status = settled.status
+    from settled where m.id = settled.message_id and m.status <> settled.status`);
 }

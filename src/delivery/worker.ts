@@ -6,7 +6,7 @@ import type { Db } from '../db/database';
 import type { Logger } from '../logger';
 import { USER_AGENT } from '../version';
 import { DeliveryLoader, type DeliveryWork } from './loader';
-import { DELIVERY_QUEUE, deliveryJobData, type DeliveryJobData } from './queue';
+import { DELIVERY_QUEUE, deliveryJobData, SLOT_SLACK_MS, type DeliveryJobData } from './queue';
 import { AttemptRecorder, type AttemptOutcome } from './recorder';
 import { decideRetry, parseRetryAfter } from './retry';
 import { Sender, type SendResult } from './sender';
@@ -17,8 +17,6 @@ import { Throttle } from './throttle';
 export const WORKER_CONCURRENCY = 200;
 /** At most this many calls to one URL at once per worker process: a hanging receiver cannot take every slot. */
 export const PER_URL_CONCURRENCY = 10;
-/** A slot this close is waited for in place rather than by a trip through the delayed set. */
-const SLOT_SLACK_MS = 25;
 const URL_BUSY_RETRY_MS = 250;
 const STOP_GRACE_MS = 15_000;
 
