@@ -221,3 +221,28 @@ describe('delivery', () => {
     expect(receiver.callsTo(path).length).toBeLessThanOrEqual(atDelete + 1); // at most one already in flight
   });
 });
+
+describe('retention', () => {
+  it('deletes settled messages and attempts older than LOG_RETENTION_DAYS, and keeps the rest', async () => {
+    const { deleteExpiredRecords } = await import('../src/delivery/retention');
+    const path = `/retention-${counter + 1}`;
+    const { table } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) select 'r' || n from generate_series(1, 3) n`);
+    const ids = await waitFor(async () => {
+      const calls = receiver.callsTo(path);
+      return calls.length === 3 ? calls.map((call) => call.headers['webhook-id'] as string) : undefined;
+    });
+    await Promise.all(ids.map((id) => waitForStatus(id, 'SUCCEEDED')));
+    const [old, pending, recent] = ids as [string, string, string];
+    await app`update webhook_gateway.messages set created_at = now() - interval '40 days' where id in ${app([old, pending])}`;
+    await app`update webhook_gateway.messages set status = 'PENDING' where id = ${pending}`;
+    await app`update webhook_gateway.delivery_attempts set attempted_at = now() - interval '40 days' where message_id = ${pending}`;
+
+    const deleted = await deleteExpiredRecords(gw.gateway.database.db, 30);
+    expect(deleted).toMatchObject({ messages: 1, attempts: 1 });
+    const left = await app`select id from webhook_gateway.messages where id in ${app(ids)} order by id`;
+    expect(left.map((row) => row.id).sort()).toEqual([pending, recent].sort());
+    expect((await message(pending)).attempts).toEqual([]); // its old attempt went, the message stays while pending
+    expect((await message(recent)).attempts).toHaveLength(1);
+  });
+});

@@ -4,6 +4,7 @@ import type { Config } from '../config';
 import { formatEventDate } from '../dates';
 import { queryRows, type Database, type Db } from '../db/database';
 import { newTimeOrderedUuid } from '../db/ids';
+import { deleteExpiredRecords } from '../delivery/retention';
 import { webhookEvents, type EventType } from '../events/tables';
 import type { Logger } from '../logger';
 import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, type HookValues } from '../messages/payload';
@@ -28,6 +29,7 @@ const EVENT_TYPE_OF: Record<string, EventType> = {
 
 export const DISPATCH_BATCH_SIZE = 1000;
 const QUEUE_CHECK_INTERVAL_MS = 5000;
+const CLEANUP_INTERVAL_MS = 3_600_000;
 /** Deliveries queued this long ago and not sent are checked for a missing job. */
 const STALE_AFTER_MS = 120_000;
 
@@ -286,6 +288,7 @@ export class Dispatcher {
   private nextTriggerSync = 0;
   private nextQueueCheck = 0;
   private nextStaleCheck = 0;
+  private nextCleanup = 0;
   private queueUnreachable = false;
 
   constructor(private readonly options: DispatcherOptions) {}
@@ -312,6 +315,7 @@ export class Dispatcher {
     while (!this.stopping) {
       try {
         if (Date.now() >= this.nextTriggerSync) await this.syncTriggers();
+        if (Date.now() >= this.nextCleanup) await this.cleanUp();
         const result = await dispatchBatch(database.db, config);
         await this.handOver(result.deliveries);
         if (result.changes > 0) {
@@ -369,6 +373,13 @@ export class Dispatcher {
       .where(eq(dispatcherState.idle, !idle))
       .returning({ idle: dispatcherState.idle });
     return changed.length > 0;
+  }
+
+  private async cleanUp(): Promise<void> {
+    const { database, config, log } = this.options;
+    this.nextCleanup = Date.now() + CLEANUP_INTERVAL_MS;
+    const deleted = await deleteExpiredRecords(database.db, config.logRetentionDays);
+    if (deleted.messages + deleted.attempts + deleted.tokens > 0) log.info(deleted, 'deleted records past LOG_RETENTION_DAYS');
   }
 
   private async syncTriggers(): Promise<void> {
