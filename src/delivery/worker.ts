@@ -16,7 +16,7 @@ import { Throttle } from './throttle';
 
 export const WORKER_CONCURRENCY = 200;
 /** At most this many calls to one URL at once per worker process: a hanging receiver cannot take every slot. */
-export const PER_URL_CONCURRENCY = 10;
+export const PER_URL_CONCURRENCY = 50;
 const URL_BUSY_RETRY_MS = 250;
 const STOP_GRACE_MS = 15_000;
 
