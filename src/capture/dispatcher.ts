@@ -267,11 +267,11 @@ export interface DispatcherOptions {
   database: Database;
   config: Config;
   log: Logger;
-  /** Where deliveries go; without it messages are only stored. */
-  handover?: Handover;
+  /** Where deliveries go. */
+  handover: Handover;
   /** The connection that checks whether Redis lost the queue, and the queue's key prefix. */
-  redis?: Redis;
-  redisPrefix?: string;
+  redis: Redis;
+  redisPrefix: string;
   /** The safety net under LISTEN/NOTIFY: how often the outbox is read anyway. */
   pollIntervalMs?: number;
   /** How often capture triggers are checked against the events (tables dropped or created since). */
@@ -338,7 +338,6 @@ export class Dispatcher {
    */
   private async handOver(made: DeliveryToQueue[]): Promise<void> {
     const { database, handover, redis, redisPrefix, log } = this.options;
-    if (!handover) return;
     try {
       try {
         await addDeliveryJobs(handover, made);
@@ -346,7 +345,7 @@ export class Dispatcher {
         await markUnqueued(database.db, made);
         throw error;
       }
-      if (redis && redisPrefix && Date.now() >= this.nextQueueCheck) {
+      if (Date.now() >= this.nextQueueCheck) {
         this.nextQueueCheck = Date.now() + QUEUE_CHECK_INTERVAL_MS;
         if (await requeueIfQueueLost(database.db, redis, redisPrefix)) log.info('delivery queue (re)built from Postgres');
       }
