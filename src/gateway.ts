@@ -78,8 +78,12 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     });
     // Gateways on one database share their Redis keys; gateways on different ones never do.
     const redisPrefix = config.redisPrefix ?? `webhook-gateway:${await installationId(db)}`;
-    const queue = config.roles.includes('dispatcher') ? createDeliveryQueue(config.redisUrl, redisPrefix) : undefined;
-    const handover = queue && { queue, throttle: new Throttle(redis, redisPrefix), callThrottlingMax: config.callThrottlingMax };
+    const deliveryQueue = config.roles.includes('dispatcher') ? createDeliveryQueue(config.redisUrl, redisPrefix) : undefined;
+    const handover = deliveryQueue && {
+      queue: deliveryQueue.queue,
+      throttle: new Throttle(redis, redisPrefix),
+      callThrottlingMax: config.callThrottlingMax,
+    };
     const dispatcher = handover ? new Dispatcher({ database, config, log, handover, redis, redisPrefix }) : undefined;
     await dispatcher?.start();
     const worker = config.roles.includes('worker') ? new DeliveryWorker({ db, config, log, redisPrefix }) : undefined;
@@ -97,7 +101,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
         await closeServer(server);
         await dispatcher?.stop();
         await worker?.stop();
-        await queue?.close();
+        await deliveryQueue?.close();
         redis.disconnect();
         await database.close();
       },

@@ -25,7 +25,8 @@ export type DeliveryJobData = z.infer<typeof deliveryJobData>;
 /** Idempotent: one job per delivery and generation, however often it is handed over. */
 export const deliveryJobId = (deliveryId: number, generation: number) => `d${deliveryId}-g${generation}`;
 
-export function createDeliveryQueue(redisUrl: string, prefix: string): Queue<DeliveryJobData> {
+/** The producer side of the delivery queue, with the connection it owns. */
+export function createDeliveryQueue(redisUrl: string, prefix: string): { queue: Queue<DeliveryJobData>; close(): Promise<void> } {
   // Fails fast while Redis is away: the deliveries wait in Postgres and are handed over later.
   const connection = new Redis(redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
   connection.on('error', () => {}); // reported by the gateway's own Redis connection
@@ -42,7 +43,13 @@ export function createDeliveryQueue(redisUrl: string, prefix: string): Queue<Del
     },
   });
   queue.on('error', () => {}); // failures surface where the queue is used (the handover)
-  return queue;
+  return {
+    queue,
+    async close() {
+      await queue.close();
+      connection.disconnect(); // a connection passed in is not BullMQ's to close
+    },
+  };
 }
 
 export interface Handover {

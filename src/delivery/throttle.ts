@@ -38,7 +38,7 @@ return math.max(1, tonumber(oldest[2]) + window - now)
 export class Throttle {
   static readonly WINDOW_MS = 1000;
   /** Margin on the window and the spacing, against timing jitter between sender and receiver. */
-  static readonly MARGIN = 0.05;
+  static readonly MARGIN = 0.1;
 
   constructor(
     private readonly redis: Redis,
