@@ -8,7 +8,8 @@ import { deleteExpiredRecords } from '../delivery/retention';
 import { webhookEvents, type EventType } from '../events/tables';
 import type { Logger } from '../logger';
 import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, type HookValues } from '../messages/payload';
-import { webhooks, webhookUrls } from '../webhooks/tables';
+import { urlsByWebhook } from '../webhooks/service';
+import { webhooks } from '../webhooks/tables';
 import {
   addDeliveryJobs,
   markUnqueued,
@@ -81,18 +82,6 @@ async function activeEventsFor(db: Db, tables: string[]): Promise<Map<string, Ma
     byTableAndType.set(key, list);
   }
   return byTableAndType;
-}
-
-async function urlsOf(db: Db, webhookIds: string[]): Promise<Map<string, string[]>> {
-  const byWebhook = new Map<string, string[]>();
-  if (webhookIds.length === 0) return byWebhook;
-  const rows = await db
-    .select()
-    .from(webhookUrls)
-    .where(inArray(webhookUrls.webhookId, webhookIds))
-    .orderBy(asc(webhookUrls.position));
-  for (const row of rows) byWebhook.set(row.webhookId, [...(byWebhook.get(row.webhookId) ?? []), row.url]);
-  return byWebhook;
 }
 
 /** bytea columns per table: to_json renders them as `\x…` hex, receivers get base64. */
@@ -186,7 +175,7 @@ async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<DeliveryTo
 
 export interface DispatchResult {
   changes: number;
-  messageIds: string[];
+  messages: number;
   /** The deliveries made, in creation order, to hand to the queue once committed. */
   deliveries: DeliveryToQueue[];
 }
@@ -204,12 +193,12 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
       .orderBy(asc(outbox.id))
       .limit(limit)
       .for('update', { skipLocked: true });
-    if (changes.length === 0) return { changes: 0, messageIds: [], deliveries: [] };
+    if (changes.length === 0) return { changes: 0, messages: 0, deliveries: [] };
     const tables = [...new Set(changes.map((change) => change.tableName))];
     const events = await activeEventsFor(tx, tables);
     const bytea = events.size > 0 ? await byteaColumnsOf(tx, config.watchedSchema, tables) : new Map<string, string[]>();
 
-    const urls = await urlsOf(tx, [...new Set([...events.values()].flat().map((event) => event.webhookId))]);
+    const urls = await urlsByWebhook(tx, [...new Set([...events.values()].flat().map((event) => event.webhookId))]);
     const created: NewMessage[] = [];
     const toDeliver: NewDelivery[] = [];
     for (const change of changes) {
@@ -259,7 +248,7 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
         changes.map((change) => change.id),
       ),
     );
-    return { changes: changes.length, messageIds: created.map((message) => message.id), deliveries: made };
+    return { changes: changes.length, messages: created.length, deliveries: made };
   });
 }
 
@@ -319,7 +308,7 @@ export class Dispatcher {
         const result = await dispatchBatch(database.db, config);
         await this.handOver(result.deliveries);
         if (result.changes > 0) {
-          log.debug({ changes: result.changes, messages: result.messageIds.length }, 'dispatched changes');
+          log.debug({ changes: result.changes, messages: result.messages }, 'dispatched changes');
           await this.markIdle(false);
           continue;
         }

@@ -93,19 +93,13 @@ function toEvent(row: EventRow, webhookEnabled: boolean): WebhookEvent {
   };
 }
 
-/** Locks the webhook so that event rules are checked against a stable set; returns whether it is enabled. */
-async function lockWebhook(db: Db, webhookId: string): Promise<boolean> {
-  const [webhook] = await db
-    .select({ enabled: webhooks.enabled })
-    .from(webhooks)
-    .where(eq(webhooks.id, webhookId))
-    .for('update');
-  if (!webhook) throw notFound('Webhook', webhookId);
-  return webhook.enabled;
-}
-
-async function webhookEnabled(db: Db, webhookId: string): Promise<boolean> {
-  const [webhook] = await db.select({ enabled: webhooks.enabled }).from(webhooks).where(eq(webhooks.id, webhookId));
+/**
+ * Whether the webhook is enabled; 404 when there is none. With `lock`, the webhook row is held
+ * for the transaction, so that event rules are checked against a stable set of events.
+ */
+async function webhookEnabled(db: Db, webhookId: string, lock = false): Promise<boolean> {
+  const query = db.select({ enabled: webhooks.enabled }).from(webhooks).where(eq(webhooks.id, webhookId));
+  const [webhook] = lock ? await query.for('update') : await query;
   if (!webhook) throw notFound('Webhook', webhookId);
   return webhook.enabled;
 }
@@ -213,7 +207,7 @@ export async function createEvent(ctx: ServiceContext, webhookId: string, input:
   for (let attempt = 1; ; attempt++) {
     try {
       return await ctx.db.transaction(async (tx) => {
-        const enabled = await lockWebhook(tx, webhookId);
+        const enabled = await webhookEnabled(tx, webhookId, true);
         const definition: EventDefinition = {
           eventType: fields.eventType,
           objectName: fields.objectName,
@@ -255,7 +249,7 @@ export async function updateEvent(
   requirePermission(ctx.principal, 'webhooks:write');
   const fields = parseInput(updateSchema, input);
   return ctx.db.transaction(async (tx) => {
-    const enabled = await lockWebhook(tx, webhookId);
+    const enabled = await webhookEnabled(tx, webhookId, true);
     const current = await loadEvent(tx, webhookId, eventId);
     const definition: EventDefinition = {
       eventType: fields.eventType ?? current.eventType,
@@ -285,7 +279,7 @@ export async function updateEvent(
 export async function deleteEvent(ctx: ServiceContext, webhookId: string, eventId: string): Promise<void> {
   requirePermission(ctx.principal, 'webhooks:write');
   await ctx.db.transaction(async (tx) => {
-    await lockWebhook(tx, webhookId);
+    await webhookEnabled(tx, webhookId, true);
     const deleted = await tx
       .delete(webhookEvents)
       .where(and(eq(webhookEvents.webhookId, webhookId), eq(webhookEvents.id, eventId)))

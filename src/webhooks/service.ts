@@ -128,7 +128,8 @@ function toWebhook(ctx: ServiceContext, row: WebhookRow, outgoingUrls: string[])
   };
 }
 
-async function urlsByWebhook(db: Db, webhookIds: string[]): Promise<Map<string, string[]>> {
+/** Each webhook's URLs in their order (an empty list for a webhook without any). */
+export async function urlsByWebhook(db: Db, webhookIds: string[]): Promise<Map<string, string[]>> {
   const byWebhook = new Map<string, string[]>(webhookIds.map((id) => [id, []]));
   if (webhookIds.length === 0) return byWebhook;
   const rows = await db
