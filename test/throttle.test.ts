@@ -1,5 +1,8 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
 import postgres from 'postgres';
-import { expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { Throttle, type Slot } from '../src/delivery/throttle';
 import { startTestGateway } from './support/gateway';
 import { spawnGateway, type GatewayProcess } from './support/process';
 import { maxInWindow, Receiver } from './support/receiver';
@@ -57,4 +60,61 @@ it('holds CallThrottling across two worker processes, in order, without slowing 
     await app.end();
     await api.stop();
   }
+});
+
+describe('calls that wake up late and bunch together', () => {
+  const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+  /** Asks for permits for every slot at once, from two connections (two processes), in the order given. */
+  async function sendAll(slots: readonly (Slot & { url: string })[], throttles: Throttle[]): Promise<(Slot & { url: string })[]> {
+    const sent: (Slot & { url: string })[] = [];
+    await Promise.all(
+      slots.map(async (slot, index) => {
+        const throttle = throttles[index % throttles.length]!;
+        for (let wait = 1; wait > 0; ) {
+          wait = await throttle.acquirePermit('hook', slot.url, 100, slot, randomUUID());
+          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        }
+        sent.push(slot);
+      }),
+    );
+    return sent;
+  }
+
+  it('go to each URL in the order their slots were booked', async () => {
+    const clients = [new Redis(redisUrl), new Redis(redisUrl)];
+    const prefix = `test-line-${randomUUID()}`;
+    try {
+      const throttles = clients.map((client) => new Throttle(client, prefix));
+      const booked = await throttles[0]!.reserveSlots(
+        Array.from({ length: 12 }, (_, index) => ({ webhookId: 'hook', url: `https://receiver/${index % 2}`, limit: 100 })),
+      );
+      const slots = booked.map((slot, index) => ({ ...slot, url: `https://receiver/${index % 2}` }));
+      // All of them wake at once, latest booking first.
+      const sent = await sendAll([...slots].reverse(), throttles);
+      const order = (url: string) => sent.filter((slot) => slot.url === url).map((slot) => slot.ticket);
+      expect(order('https://receiver/0')).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(order('https://receiver/1')).toEqual([1, 2, 3, 4, 5, 6]);
+    } finally {
+      for (const client of clients) client.disconnect();
+    }
+  });
+
+  it('do not wait for a predecessor that never comes longer than the grace period', async () => {
+    const client = new Redis(redisUrl);
+    try {
+      const throttle = new Throttle(client, `test-line-${randomUUID()}`);
+      const booked = await throttle.reserveSlots(Array.from({ length: 3 }, () => ({ webhookId: 'hook', url: 'u', limit: 100 })));
+      // The first call's job is gone (its webhook deleted, say): the others go after the grace period, in order.
+      const started = Date.now();
+      const sent = await sendAll(
+        booked.slice(1).map((slot) => ({ ...slot, url: 'u' })),
+        [throttle],
+      );
+      expect(sent.map((slot) => slot.ticket)).toEqual([2, 3]);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(Throttle.LINE_GRACE_MS - 50);
+    } finally {
+      client.disconnect();
+    }
+  });
 });

@@ -167,6 +167,7 @@ async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<DeliveryTo
       id: Number(made.id),
       generation: 0,
       webhookId: row.webhookId,
+      url: row.url,
       callThrottling: row.callThrottling,
       nextAttemptAt: new Date(made.next_attempt_at),
     };

@@ -18,7 +18,7 @@ export const deliveryJobData = z.object({
   deliveryId: z.number().int().positive(),
   generation: z.number().int().min(0),
   /** Set once the job holds a throttle slot, so that waking up for it does not book another. */
-  slotAt: z.number().optional(),
+  slot: z.object({ at: z.number(), ticket: z.number().int() }).optional(),
 });
 export type DeliveryJobData = z.infer<typeof deliveryJobData>;
 
@@ -62,6 +62,7 @@ export interface DeliveryToQueue {
   id: number;
   generation: number;
   webhookId: string;
+  url: string;
   callThrottling: number;
   nextAttemptAt: Date;
 }
@@ -75,16 +76,17 @@ export async function addDeliveryJobs(handover: Handover, rows: readonly Deliver
   if (rows.length === 0) return;
   const now = Date.now();
   const due = rows.filter((row) => row.nextAttemptAt.getTime() <= now);
-  const waits = await handover.throttle.reserveSlots(
-    due.map((row) => ({ webhookId: row.webhookId, limit: Math.min(row.callThrottling, handover.callThrottlingMax) })),
+  const slots = await handover.throttle.reserveSlots(
+    due.map((row) => ({ webhookId: row.webhookId, url: row.url, limit: Math.min(row.callThrottling, handover.callThrottlingMax) })),
   );
-  const slotWait = new Map(due.map((row, index) => [row.id, waits[index]!]));
+  const slotOf = new Map(due.map((row, index) => [row.id, slots[index]!]));
   await handover.queue.addBulk(
     rows.map((row) => {
-      const wait = slotWait.get(row.id);
+      const slot = slotOf.get(row.id);
+      const wait = slot && slot.at - now;
       return {
         name: 'deliver',
-        data: { deliveryId: row.id, generation: row.generation, slotAt: wait === undefined ? undefined : now + wait },
+        data: { deliveryId: row.id, generation: row.generation, slot },
         opts: {
           jobId: deliveryJobId(row.id, row.generation),
           // A slot this close is waited for at send time; the delayed set costs more than that.
@@ -100,6 +102,7 @@ const unqueuedColumns = {
   generation: deliveries.generation,
   nextAttemptAt: deliveries.nextAttemptAt,
   webhookId: deliveries.webhookId,
+  url: deliveries.url,
   callThrottling: webhooks.callThrottling,
 };
 

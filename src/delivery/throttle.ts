@@ -1,8 +1,9 @@
 import type { Redis } from 'ioredis';
 
-// Books the webhook's next free call slot (GCRA): the key holds the time the next slot opens,
-// in microseconds (so that limits above 1000/s keep their spacing). Returns the caller's wait
-// in ms. Redis' clock serves every process.
+// Books the webhook's next free call slot (GCRA): KEYS[1] holds the time the next slot opens,
+// in microseconds (so that limits above 1000/s keep their spacing); Redis' clock serves every
+// process. Also draws the call's place in line for its URL from KEYS[2] (a hash: `next` drawn,
+// `served` sent), which the permit keeps in order. Returns {wait in ms, ticket}.
 const RESERVE_SLOT = `
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
@@ -10,12 +11,22 @@ local interval = tonumber(ARGV[1])
 local next_free = tonumber(redis.call('GET', KEYS[1]) or '0')
 local slot = math.max(next_free, now)
 redis.call('SET', KEYS[1], string.format('%.0f', slot + interval), 'PX', math.ceil((slot + interval - now) / 1000) + 1000)
-return math.floor((slot - now) / 1000)
+local ticket = redis.call('HINCRBY', KEYS[2], 'next', 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return {math.floor((slot - now) / 1000), ticket}
 `;
 
-// The strict guard at send time: a log of the calls of the last window; a call is allowed
-// while fewer than `limit` are in it, else the answer is how long until the oldest leaves.
+// The strict guard at send time. First the line: a call whose predecessors to the same URL
+// (KEYS[2]) have not all gone waits for them, unless it is overdue (ARGV[5] = 1: a predecessor
+// that is gone or stuck must not hold the line). Then the window: a log of the calls of the last
+// window (KEYS[1]); a call is allowed while fewer than `limit` are in it, else the answer is how
+// long until the oldest leaves. Returns 0 (allowed, and counted) or the ms to wait.
 const ACQUIRE_PERMIT = `
+local ticket = tonumber(ARGV[4])
+if ticket > 0 and ARGV[5] == '0' then
+  local served = tonumber(redis.call('HGET', KEYS[2], 'served') or '0')
+  if ticket > served + 1 then return -1 end
+end
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local limit = tonumber(ARGV[1])
@@ -24,60 +35,96 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window)
+  if ticket > 0 then
+    local served = tonumber(redis.call('HGET', KEYS[2], 'served') or '0')
+    if ticket > served then redis.call('HSET', KEYS[2], 'served', ticket) end
+  end
   return 0
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
 `;
 
+/** A booked call slot: when it opens (ms, this process' clock) and its place in line for its URL. */
+export interface Slot {
+  at: number;
+  ticket: number;
+}
+
+/** A URL's line is forgotten after a day without calls. */
+const LINE_TTL_MS = 86_400_000;
+
 /**
  * The calls-per-second limit of a webhook, held across processes: slots spaced a little wider
  * than 1/limit (releases jitter by milliseconds), and a sliding one-second-plus-margin log
  * checked right before each call, so that no one-second window at the receiver holds more.
+ * Calls to a URL go in the order their slots were booked, even when jobs wake late and bunch up
+ * in several processes at once.
  */
 export class Throttle {
   static readonly WINDOW_MS = 1000;
   /** Margin on the window and the spacing, against timing jitter between sender and receiver. */
   static readonly MARGIN = 0.1;
+  /** How long past its slot a call waits for an earlier call to its URL before going anyway. */
+  static readonly LINE_GRACE_MS = 2000;
 
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
   ) {
-    redis.defineCommand('gwReserveSlot', { numberOfKeys: 1, lua: RESERVE_SLOT });
-    redis.defineCommand('gwAcquirePermit', { numberOfKeys: 1, lua: ACQUIRE_PERMIT });
+    redis.defineCommand('gwReserveSlot', { numberOfKeys: 2, lua: RESERVE_SLOT });
+    redis.defineCommand('gwAcquirePermit', { numberOfKeys: 2, lua: ACQUIRE_PERMIT });
   }
 
-  /** Books the webhook's next slot; resolves to the wait in ms until it. */
-  async reserveSlot(webhookId: string, limit: number): Promise<number> {
-    const command = this.redis as unknown as { gwReserveSlot(key: string, interval: number): Promise<number> };
-    return command.gwReserveSlot(this.slotKey(webhookId), this.slotInterval(limit));
+  /** Books the webhook's next slot for a call to `url`. */
+  async reserveSlot(webhookId: string, url: string, limit: number): Promise<Slot> {
+    const [slot] = await this.reserveSlots([{ webhookId, url, limit }]);
+    return slot!;
   }
-
-  private slotKey = (webhookId: string) => `${this.prefix}:slot:${webhookId}`;
-  /** Microseconds between slots. */
-  private slotInterval = (limit: number) => Math.ceil((Throttle.WINDOW_MS * 1000 * (1 + Throttle.MARGIN)) / limit);
 
   /** Books slots for many calls at once, in the order given (one round trip). */
-  async reserveSlots(requests: readonly { webhookId: string; limit: number }[]): Promise<number[]> {
+  async reserveSlots(requests: readonly { webhookId: string; url: string; limit: number }[]): Promise<Slot[]> {
     const pipeline = this.redis.pipeline() as unknown as {
-      gwReserveSlot(key: string, interval: number): void;
+      gwReserveSlot(slotKey: string, lineKey: string, interval: number, lineTtlMs: number): void;
       exec(): Promise<[Error | null, unknown][] | null>;
     };
-    for (const { webhookId, limit } of requests) pipeline.gwReserveSlot(this.slotKey(webhookId), this.slotInterval(limit));
+    for (const { webhookId, url, limit } of requests) {
+      pipeline.gwReserveSlot(this.slotKey(webhookId), this.lineKey(webhookId, url), this.slotInterval(limit), LINE_TTL_MS);
+    }
+    const now = Date.now();
     const results = (await pipeline.exec()) ?? [];
-    return results.map(([error, wait]) => {
+    return results.map(([error, reply]) => {
       if (error) throw error;
-      return Number(wait);
+      const [wait, ticket] = reply as [number, number];
+      return { at: now + Number(wait), ticket: Number(ticket) };
     });
   }
 
-  /** Resolves to 0 when a call may go now (and counts it), else the ms to wait before asking again. */
-  async acquirePermit(webhookId: string, limit: number, callId: string): Promise<number> {
+  /**
+   * Resolves to 0 when the call may go now (and counts it), else the ms to wait before asking
+   * again: for its predecessors to the same URL, or for room in the webhook's window.
+   */
+  async acquirePermit(webhookId: string, url: string, limit: number, slot: Slot, callId: string): Promise<number> {
     const window = Math.ceil(Throttle.WINDOW_MS * (1 + Throttle.MARGIN));
+    const overdue = Date.now() > slot.at + Throttle.LINE_GRACE_MS ? 1 : 0;
     const command = this.redis as unknown as {
-      gwAcquirePermit(key: string, limit: number, window: number, member: string): Promise<number>;
+      gwAcquirePermit(callsKey: string, lineKey: string, limit: number, window: number, member: string, ticket: number, overdue: number): Promise<number>;
     };
-    return command.gwAcquirePermit(`${this.prefix}:calls:${webhookId}`, limit, window, callId);
+    const wait = await command.gwAcquirePermit(
+      `${this.prefix}:calls:${webhookId}`,
+      this.lineKey(webhookId, url),
+      limit,
+      window,
+      callId,
+      slot.ticket,
+      overdue,
+    );
+    // Waiting in line: ask again soon, the predecessor is due within a slot.
+    return wait < 0 ? Math.max(2, Math.min(50, this.slotInterval(limit) / 4000)) : wait;
   }
+
+  private slotKey = (webhookId: string) => `${this.prefix}:slot:${webhookId}`;
+  private lineKey = (webhookId: string, url: string) => `${this.prefix}:line:${webhookId}:${url}`;
+  /** Microseconds between slots. */
+  private slotInterval = (limit: number) => Math.ceil((Throttle.WINDOW_MS * 1000 * (1 + Throttle.MARGIN)) / limit);
 }

@@ -102,15 +102,17 @@ export class DeliveryWorker {
     if (!work || work.generation !== data.generation || FINAL_STATUSES.includes(work.status)) return;
     const limit = Math.min(work.callThrottling, this.options.config.callThrottlingMax);
 
-    if (data.slotAt === undefined) {
-      const wait = await this.throttle.reserveSlot(work.webhookId, limit);
-      if (wait > SLOT_SLACK_MS) return this.delay(job, token, { ...data, slotAt: Date.now() + wait }, wait);
+    let slot = data.slot;
+    if (!slot) {
+      slot = await this.throttle.reserveSlot(work.webhookId, work.url, limit);
+      const wait = slot.at - Date.now();
+      if (wait > SLOT_SLACK_MS) return this.delay(job, token, { ...data, slot }, wait);
     }
     if ((this.inFlightByUrl.get(work.url) ?? 0) >= PER_URL_CONCURRENCY) {
-      return this.delay(job, token, { ...data, slotAt: data.slotAt ?? Date.now() }, URL_BUSY_RETRY_MS);
+      return this.delay(job, token, { ...data, slot }, URL_BUSY_RETRY_MS);
     }
     for (let wait = 1; wait > 0; ) {
-      wait = await this.throttle.acquirePermit(work.webhookId, limit, randomUUID());
+      wait = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, randomUUID());
       if (wait > 0) await sleep(wait);
     }
 
