@@ -1,19 +1,24 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
-import { sql } from 'drizzle-orm';
+import { Queue } from 'bullmq';
+import { sql, type SQL } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import { ensureBootstrapClient, type BootstrapOutcome } from './auth/clients';
 import { Dispatcher } from './capture/dispatcher';
-import { createDeliveryQueue } from './delivery/queue';
+import { StatusFeed } from './delivery/feed';
+import { createDeliveryQueue, DELIVERY_QUEUE } from './delivery/queue';
+import { StatusPublisher, statusChannel } from './delivery/status';
 import { Throttle } from './delivery/throttle';
 import { DeliveryWorker } from './delivery/worker';
 import type { Config } from './config';
-import { openDatabase, type Database } from './db/database';
+import { openDatabase, queryRows, type Database, type Db } from './db/database';
 import { installationId } from './db/installation';
 import type { Logger } from './logger';
-import { createApp } from './server/app';
-import { createMetrics } from './server/metrics';
+import { createGraphQLHandler } from './graphql/handler';
+import { attachGraphQLWebSocket } from './graphql/websocket';
+import { createApp, MAX_REQUEST_BYTES } from './server/app';
+import { addBacklogGauges, createMetrics } from './server/metrics';
 
 export interface Gateway {
   /** Where the HTTP server listens, e.g. `http://127.0.0.1:4000`. */
@@ -23,6 +28,18 @@ export interface Gateway {
   bootstrap: BootstrapOutcome;
   /** Stops taking requests, lets those in flight finish, then closes connections. */
   stop(): Promise<void>;
+}
+
+/** A connection for the live status feed: fails fast while Redis is away, so a subscription is refused rather than left hanging. */
+function connectSubscriber(url: string): Redis {
+  const subscriber = new Redis(url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+  subscriber.on('error', () => {}); // reported by the gateway's own connection
+  return subscriber;
+}
+
+async function countRows(db: Db, query: SQL): Promise<number> {
+  const [row] = await queryRows<{ count: string | number }>(db, query);
+  return Number(row?.count ?? 0);
 }
 
 export function connectRedis(url: string, log: Logger): Redis {
@@ -69,26 +86,44 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   redis.connect().catch(() => {}); // reported by the error listener; /ready shows it
   try {
     const bootstrap = await database.runExclusive(() => ensureBootstrapClient(db, config.bootstrapClient));
+    // Gateways on one database share their Redis keys; gateways on different ones never do.
+    const redisPrefix = config.redisPrefix ?? `webhook-gateway:${await installationId(db)}`;
+    const metrics = createMetrics();
+    const status = new StatusPublisher(redis, statusChannel(redisPrefix), log);
+    const backlogQueue = new Queue(DELIVERY_QUEUE, { connection: redis, prefix: redisPrefix });
+    backlogQueue.on('error', () => {}); // reported by the gateway's own connection
+    addBacklogGauges(metrics, {
+      queueJobs: () => backlogQueue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'failed'),
+      outboxRows: () => countRows(db, sql`select count(*) from webhook_gateway.outbox`),
+      deadDeliveries: () => countRows(db, sql`select count(*) from webhook_gateway.deliveries where status = 'DEAD'`),
+    });
+
+    const api = config.roles.includes('api');
+    const statusFeed = api ? new StatusFeed(connectSubscriber(config.redisUrl), statusChannel(redisPrefix), metrics, log) : undefined;
+    const graphql = statusFeed && createGraphQLHandler({ db, config, log, status, statusFeed });
     const app = createApp({
       db,
       config,
       log,
-      metrics: createMetrics(),
+      metrics,
+      status,
+      graphql,
       readiness: { postgres: () => db.execute(sql`select 1`), redis: () => redis.ping() },
     });
-    // Gateways on one database share their Redis keys; gateways on different ones never do.
-    const redisPrefix = config.redisPrefix ?? `webhook-gateway:${await installationId(db)}`;
+
     const deliveryQueue = config.roles.includes('dispatcher') ? createDeliveryQueue(config.redisUrl, redisPrefix) : undefined;
     const handover = deliveryQueue && {
       queue: deliveryQueue.queue,
       throttle: new Throttle(redis, redisPrefix),
       callThrottlingMax: config.callThrottlingMax,
+      status,
     };
     const dispatcher = handover ? new Dispatcher({ database, config, log, handover, redis, redisPrefix }) : undefined;
     await dispatcher?.start();
-    const worker = config.roles.includes('worker') ? new DeliveryWorker({ db, config, log, redisPrefix }) : undefined;
+    const worker = config.roles.includes('worker') ? new DeliveryWorker({ db, config, log, redisPrefix, status, metrics }) : undefined;
     worker?.start();
     const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+    const websocket = graphql && attachGraphQLWebSocket(server, graphql, { db, log, maxPayload: MAX_REQUEST_BYTES });
     const address = await listen(server, config.port);
     const url = `http://127.0.0.1:${address.port}`;
     log.info({ url, roles: config.roles, database: database.kind }, 'gateway listening');
@@ -98,10 +133,14 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       redis,
       bootstrap,
       async stop() {
+        await websocket?.close();
+        statusFeed?.close();
         await closeServer(server);
         await dispatcher?.stop();
         await worker?.stop();
         await deliveryQueue?.close();
+        await status.flush();
+        await backlogQueue.close();
         redis.disconnect();
         await database.close();
       },

@@ -10,6 +10,8 @@ export interface Principal {
   name: string;
   email: string;
   permissions: readonly string[];
+  /** When the access token the caller presented expires. */
+  tokenExpiresAt?: Date;
 }
 
 /** How `CreatedBy` and `ModifiedBy` show a profile: `John Doe (john.doe@acme.com)`. */

@@ -100,6 +100,7 @@ export async function authenticateBearer(db: Db, authorization: string | null | 
       name: apiClients.name,
       email: apiClients.email,
       permissions: apiClients.permissions,
+      tokenExpiresAt: oauthTokens.expiresAt,
     })
     .from(oauthTokens)
     .innerJoin(apiClients, eq(apiClients.id, oauthTokens.clientId))

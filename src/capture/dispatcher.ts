@@ -129,6 +129,7 @@ interface NewMessage {
 interface NewDelivery {
   messageId: string;
   webhookId: string;
+  eventId: string;
   url: string;
   callThrottling: number;
 }
@@ -166,7 +167,10 @@ async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<DeliveryTo
     return {
       id: Number(made.id),
       generation: 0,
+      attempts: 0,
+      messageId: row.messageId,
       webhookId: row.webhookId,
+      eventId: row.eventId,
       url: row.url,
       callThrottling: row.callThrottling,
       nextAttemptAt: new Date(made.next_attempt_at),
@@ -237,7 +241,7 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
           eventDate: change.changedAt,
         });
         for (const url of urls.get(event.webhookId) ?? []) {
-          toDeliver.push({ messageId, webhookId: event.webhookId, url, callThrottling: event.callThrottling });
+          toDeliver.push({ messageId, webhookId: event.webhookId, eventId: event.id, url, callThrottling: event.callThrottling });
         }
       }
     }

@@ -1,7 +1,11 @@
+import { GraphQLError } from 'graphql';
 import { formatApiDate } from '../dates';
 import { builder } from '../graphql/builder';
 import { MessageType } from '../messages/graphql';
-import { listAttempts, redeliverFailedMessages, redeliverMessage, type DeliveryAttempt } from './service';
+import { FELL_BEHIND, MAX_BUFFERED_EVENTS, type FeedItem } from './feed';
+import { listAttempts, redeliverFailedMessages, redeliverMessage, watchDeliveryStatus, type DeliveryAttempt } from './service';
+import type { DeliveryStatusEvent } from './status';
+import { DELIVERY_STATUSES } from './tables';
 
 const DeliveryAttemptType = builder.objectRef<DeliveryAttempt>('DeliveryAttempt').implement({
   description: 'One HTTP call made to deliver a message to one URL.',
@@ -36,5 +40,55 @@ builder.mutationFields((t) => ({
     description: 'Sends the failed messages created since `since` (ISO 8601) again, to the URLs that failed. Returns how many.',
     args: { webhookId: t.arg.id({ required: true }), since: t.arg.string({ required: true }) },
     resolve: (_root, { webhookId, since }, ctx) => redeliverFailedMessages(ctx, String(webhookId), since),
+  }),
+}));
+
+const DeliveryStatusEnum = builder.enumType('DeliveryStatus', {
+  description: 'Where one delivery (a message to one URL) stands.',
+  values: DELIVERY_STATUSES,
+});
+
+const DeliveryStatusEventType = builder.objectRef<DeliveryStatusEvent>('DeliveryStatusEvent').implement({
+  description: 'One status change of one delivery (a message to one URL).',
+  fields: (t) => ({
+    messageId: t.exposeID('messageId'),
+    webhookId: t.exposeID('webhookId'),
+    eventId: t.exposeID('eventId'),
+    url: t.exposeString('url'),
+    attempt: t.exposeInt('attempt', { description: 'The attempt waiting (QUEUED), under way (SENDING) or just made.' }),
+    status: t.field({ type: DeliveryStatusEnum, resolve: (event) => event.status }),
+    httpStatus: t.int({ nullable: true, resolve: (event) => event.httpStatus }),
+    durationMs: t.int({ nullable: true, resolve: (event) => event.durationMs }),
+    error: t.string({ nullable: true, resolve: (event) => event.error }),
+    nextAttemptAt: t.string({
+      nullable: true,
+      description: 'When the next attempt is due (RETRY_SCHEDULED).',
+      resolve: (event) => event.nextAttemptAt && formatApiDate(new Date(event.nextAttemptAt)),
+    }),
+    at: t.string({ resolve: (event) => formatApiDate(new Date(event.at)) }),
+  }),
+});
+
+const fellBehind = () =>
+  new GraphQLError(
+    `This subscriber fell more than ${MAX_BUFFERED_EVENTS} status changes behind: they were dropped and the subscription ended. ` +
+      'Subscribe again, and read what was missed with messages and message.',
+    { extensions: { code: 'TooManyRequests' } },
+  );
+
+builder.subscriptionFields((t) => ({
+  deliveryStatus: t.field({
+    type: DeliveryStatusEventType,
+    description: 'Every status change of every delivery, as it happens, in whichever gateway process; filtered by webhook and message.',
+    args: { webhookId: t.arg.id(), messageId: t.arg.id() },
+    subscribe: (_root, args, ctx) =>
+      watchDeliveryStatus(ctx, ctx.statusFeed, {
+        webhookId: args.webhookId == null ? undefined : String(args.webhookId),
+        messageId: args.messageId == null ? undefined : String(args.messageId),
+      }),
+    resolve: (item: FeedItem) => {
+      if (item === FELL_BEHIND) throw fellBehind();
+      return item;
+    },
   }),
 }));

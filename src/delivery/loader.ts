@@ -11,6 +11,7 @@ export interface DeliveryWork {
   attempts: number;
   url: string;
   messageId: string;
+  messageCreatedAt: Date;
   eventId: string;
   body: string;
   webhookId: string;
@@ -26,6 +27,7 @@ interface WorkRow {
   attempts: number;
   url: string;
   message_id: string;
+  message_created_at: string | Date;
   event_id: string;
   body: string;
   webhook_id: string;
@@ -98,7 +100,7 @@ export class DeliveryLoader {
     const rows = await queryRows<WorkRow>(
       this.db,
       sql`select d.id as delivery_id, d.generation, d.status, d.attempts, d.url, d.message_id,
-            m.event_id, m.body, w.id as webhook_id, w.call_throttling, w.secret, w.previous_secret,
+            m.created_at as message_created_at, m.event_id, m.body, w.id as webhook_id, w.call_throttling, w.secret, w.previous_secret,
             coalesce(w.previous_secret_expires_at > now(), false) as previous_secret_valid
           from webhook_gateway.deliveries d
           join webhook_gateway.messages m on m.id = d.message_id
@@ -115,6 +117,7 @@ export class DeliveryLoader {
           attempts: row.attempts,
           url: row.url,
           messageId: row.message_id,
+          messageCreatedAt: new Date(row.message_created_at),
           eventId: row.event_id,
           body: row.body,
           webhookId: row.webhook_id,

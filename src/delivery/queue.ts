@@ -3,15 +3,16 @@ import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { Db } from '../db/database';
+import { messages } from '../messages/tables';
 import { webhooks } from '../webhooks/tables';
-import { deliveries } from './tables';
+import { statusEvent, type DeliveryIdentity, type StatusPublisher } from './status';
+import { deliveries, UNFINISHED_STATUSES } from './tables';
 import type { Throttle } from './throttle';
 
 export const DELIVERY_QUEUE = 'deliveries';
 const HANDOVER_BATCH = 1000;
 /** A slot this close is not worth a trip through BullMQ's delayed set. */
 export const SLOT_SLACK_MS = 25;
-const UNFINISHED = ['QUEUED', 'SENDING', 'RETRY_SCHEDULED'] as const;
 
 /** A delivery job carries ids only; the worker loads the rest from Postgres. */
 export const deliveryJobData = z.object({
@@ -56,13 +57,13 @@ export interface Handover {
   queue: Queue<DeliveryJobData>;
   throttle: Throttle;
   callThrottlingMax: number;
+  status: StatusPublisher;
 }
 
-export interface DeliveryToQueue {
+export interface DeliveryToQueue extends DeliveryIdentity {
   id: number;
   generation: number;
-  webhookId: string;
-  url: string;
+  attempts: number;
   callThrottling: number;
   nextAttemptAt: Date;
 }
@@ -74,6 +75,8 @@ export interface DeliveryToQueue {
  */
 export async function addDeliveryJobs(handover: Handover, rows: readonly DeliveryToQueue[]): Promise<void> {
   if (rows.length === 0) return;
+  // Before the jobs exist, so that no subscriber sees a delivery start before it was queued.
+  await handover.status.publishNow(rows.map((row) => statusEvent(row, 'QUEUED', row.attempts + 1)));
   const now = Date.now();
   const due = rows.filter((row) => row.nextAttemptAt.getTime() <= now);
   const slots = await handover.throttle.reserveSlots(
@@ -100,8 +103,11 @@ export async function addDeliveryJobs(handover: Handover, rows: readonly Deliver
 const unqueuedColumns = {
   id: deliveries.id,
   generation: deliveries.generation,
+  attempts: deliveries.attempts,
   nextAttemptAt: deliveries.nextAttemptAt,
+  messageId: deliveries.messageId,
   webhookId: deliveries.webhookId,
+  eventId: messages.eventId,
   url: deliveries.url,
   callThrottling: webhooks.callThrottling,
 };
@@ -115,7 +121,8 @@ export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOV
     .select(unqueuedColumns)
     .from(deliveries)
     .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
-    .where(and(eq(deliveries.queued, false), inArray(deliveries.status, UNFINISHED)))
+    .innerJoin(messages, eq(messages.id, deliveries.messageId))
+    .where(and(eq(deliveries.queued, false), inArray(deliveries.status, UNFINISHED_STATUSES)))
     .orderBy(asc(deliveries.id))
     .limit(limit);
   if (rows.length === 0) return 0;
@@ -141,7 +148,7 @@ export async function requeueIfQueueLost(db: Db, redis: Redis, prefix: string): 
   await db
     .update(deliveries)
     .set({ queued: false })
-    .where(and(eq(deliveries.queued, true), inArray(deliveries.status, UNFINISHED)));
+    .where(and(eq(deliveries.queued, true), inArray(deliveries.status, UNFINISHED_STATUSES)));
   await redis.set(marker, new Date().toISOString());
   return true;
 }
@@ -156,6 +163,7 @@ export async function requeueStale(db: Db, handover: Handover, olderThanMs: numb
     .select(unqueuedColumns)
     .from(deliveries)
     .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
+    .innerJoin(messages, eq(messages.id, deliveries.messageId))
     .where(
       and(
         eq(deliveries.queued, true),

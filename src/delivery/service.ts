@@ -6,7 +6,10 @@ import type { Db } from '../db/database';
 import { AppError } from '../errors';
 import { getMessage, type Message } from '../messages/service';
 import { messages } from '../messages/tables';
-import { deliveries, deliveryAttempts } from './tables';
+import { getWebhook } from '../webhooks/service';
+import type { StatusFeed, StatusFilter, StatusSubscription } from './feed';
+import type { DeliveryIdentity } from './status';
+import { deliveries, deliveryAttempts, UNFINISHED_STATUSES } from './tables';
 
 export interface DeliveryAttempt {
   url: string;
@@ -88,4 +91,37 @@ export async function listAttempts(ctx: ServiceContext, messageId: string): Prom
     .from(deliveryAttempts)
     .where(eq(deliveryAttempts.messageId, messageId))
     .orderBy(asc(deliveryAttempts.attemptedAt), asc(deliveryAttempts.id));
+}
+
+/** Live status changes of the deliveries the filter picks (all, a webhook's, or a message's). */
+export async function watchDeliveryStatus(ctx: ServiceContext, feed: StatusFeed, filter: StatusFilter): Promise<StatusSubscription> {
+  requirePermission(ctx.principal, 'webhooks:read');
+  if (filter.webhookId !== undefined) await getWebhook(ctx, filter.webhookId);
+  if (filter.messageId !== undefined) {
+    const message = await getMessage(ctx, filter.messageId);
+    if (filter.webhookId !== undefined && message.webhookId !== filter.webhookId) {
+      throw new AppError('ObjectNotFound', `Message '${filter.messageId}' does not belong to webhook '${filter.webhookId}'`);
+    }
+  }
+  return feed.open(filter);
+}
+
+/** Live cancellation notices sent when a webhook is deleted stop at this many deliveries. */
+const MAX_CANCELLED_NOTICES = 10_000;
+
+/** A webhook's deliveries not yet done, oldest first: what deleting it cancels. */
+export async function unfinishedDeliveries(db: Db, webhookId: string): Promise<(DeliveryIdentity & { attempts: number })[]> {
+  return db
+    .select({
+      messageId: deliveries.messageId,
+      webhookId: deliveries.webhookId,
+      eventId: messages.eventId,
+      url: deliveries.url,
+      attempts: deliveries.attempts,
+    })
+    .from(deliveries)
+    .innerJoin(messages, eq(messages.id, deliveries.messageId))
+    .where(and(eq(deliveries.webhookId, webhookId), inArray(deliveries.status, UNFINISHED_STATUSES)))
+    .orderBy(asc(deliveries.id))
+    .limit(MAX_CANCELLED_NOTICES);
 }

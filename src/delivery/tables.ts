@@ -6,6 +6,7 @@ import { messages } from '../messages/tables';
 export const DELIVERY_STATUSES = ['QUEUED', 'SENDING', 'SUCCEEDED', 'RETRY_SCHEDULED', 'DEAD', 'CANCELLED'] as const;
 export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
 export const FINAL_STATUSES: readonly DeliveryStatus[] = ['SUCCEEDED', 'DEAD', 'CANCELLED'];
+export const UNFINISHED_STATUSES = ['QUEUED', 'SENDING', 'RETRY_SCHEDULED'] as const satisfies readonly DeliveryStatus[];
 
 /**
  * One message to one URL: the durable state of its delivery. Redis holds the work queue; this
@@ -38,6 +39,8 @@ export const deliveries = gatewaySchema.table(
     index('deliveries_unfinished_idx')
       .on(table.id)
       .where(sql`${table.status} in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED')`),
+    // For the dead-deliveries gauge: counting them must not read the whole table.
+    index('deliveries_dead_idx').on(table.id).where(sql`${table.status} = 'DEAD'`),
   ],
 );
 

@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import type { Config } from '../config';
 import type { Db } from '../db/database';
 import type { Logger } from '../logger';
+import type { Metrics } from '../server/metrics';
 import { USER_AGENT } from '../version';
 import { DeliveryLoader, type DeliveryWork } from './loader';
 import { DELIVERY_QUEUE, deliveryJobData, SLOT_SLACK_MS, type DeliveryJobData } from './queue';
@@ -11,6 +12,7 @@ import { AttemptRecorder, type AttemptOutcome } from './recorder';
 import { decideRetry, parseRetryAfter } from './retry';
 import { Sender, type SendResult } from './sender';
 import { signMessage } from './signature';
+import { statusEvent, type StatusPublisher } from './status';
 import { FINAL_STATUSES } from './tables';
 import { Throttle } from './throttle';
 
@@ -25,6 +27,8 @@ export interface DeliveryWorkerOptions {
   config: Config;
   log: Logger;
   redisPrefix: string;
+  status: StatusPublisher;
+  metrics: Metrics;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -116,10 +120,23 @@ export class DeliveryWorker {
       if (wait > 0) await sleep(wait);
     }
 
+    const { status, metrics } = this.options;
+    status.publish([statusEvent(work, 'SENDING', work.attempts + 1)]);
     const attemptedAt = new Date();
     const result = await this.send(work);
     const outcome = this.judge(work, attemptedAt, result);
     await this.recorder.record(outcome);
+    status.publish([
+      statusEvent(work, outcome.status, outcome.attempt, {
+        httpStatus: outcome.result.httpStatus,
+        durationMs: outcome.result.durationMs,
+        error: outcome.result.error,
+        nextAttemptAt: outcome.nextAttemptAt?.toISOString(),
+      }),
+    ]);
+    metrics.deliveries.inc({ outcome: outcome.status.toLowerCase() });
+    metrics.attemptDuration.observe(result.durationMs / 1000);
+    if (outcome.status === 'SUCCEEDED') metrics.deliveryLatency.observe((Date.now() - work.messageCreatedAt.getTime()) / 1000);
     if (outcome.status === 'RETRY_SCHEDULED') {
       const delayMs = outcome.nextAttemptAt!.getTime() - Date.now();
       return this.delay(job, token, { deliveryId: data.deliveryId, generation: data.generation }, delayMs);

@@ -1,8 +1,11 @@
 import SchemaBuilder from '@pothos/core';
 import type { ServiceContext } from '../context';
+import type { StatusFeed } from '../delivery/feed';
 
-/** The context of every GraphQL operation: the services' context of the authenticated caller. */
-export type GraphQLContext = ServiceContext;
+/** The context of every GraphQL operation: the services' context of the authenticated caller, and the live status feed. */
+export interface GraphQLContext extends ServiceContext {
+  statusFeed: StatusFeed;
+}
 
 export const builder = new SchemaBuilder<{
   Context: GraphQLContext;
@@ -12,3 +15,4 @@ export const builder = new SchemaBuilder<{
 
 builder.queryType({});
 builder.mutationType({});
+builder.subscriptionType({});

@@ -39,19 +39,24 @@ export function createErrorMask(log: Logger) {
 }
 
 /**
- * GraphQL's own parse, validation and variable errors are bad input: they carry
+ * GraphQL's own parse, validation and variable errors are bad input: they get
  * `IncorrectBodyParameter`, so that every error has one of the contract's codes.
  */
+export function withContractCodes<T extends readonly GraphQLError[]>(errors: T): T {
+  for (const error of errors) {
+    if (!((error.extensions?.code as string) in ERROR_STATUS)) {
+      (error.extensions as Record<string, unknown>).code = 'IncorrectBodyParameter';
+    }
+  }
+  return errors;
+}
+
+/** Applies withContractCodes to every result yoga sends over HTTP. */
 export function useContractErrorCodes(): Plugin {
   return {
     onResultProcess({ result }) {
       for (const single of Array.isArray(result) ? result : [result]) {
-        if (!single || Symbol.asyncIterator in single) continue;
-        for (const error of single.errors ?? []) {
-          if (!((error.extensions?.code as string) in ERROR_STATUS)) {
-            (error.extensions as Record<string, unknown>).code = 'IncorrectBodyParameter';
-          }
-        }
+        if (single && !(Symbol.asyncIterator in single) && single.errors) withContractCodes(single.errors);
       }
     },
   };

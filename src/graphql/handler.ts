@@ -1,7 +1,10 @@
 import { createYoga } from 'graphql-yoga';
+import type { Principal } from '../auth/principal';
 import { authenticateBearer } from '../auth/tokens';
 import type { Config } from '../config';
 import type { Db } from '../db/database';
+import type { StatusFeed } from '../delivery/feed';
+import type { StatusPublisher } from '../delivery/status';
 import { AppError } from '../errors';
 import type { Logger } from '../logger';
 import type { GraphQLContext } from './builder';
@@ -11,9 +14,19 @@ import { schema } from './schema';
 
 export interface GraphQLServerContext {
   log: Logger;
+  /** Set by the WebSocket transport, which authenticates once per connection. */
+  principal?: Principal;
 }
 
-const GRAPHIQL_DEFAULT_QUERY = `# Set the header below to your token (POST /oauth/token), then run:
+export interface GraphQLDependencies {
+  db: Db;
+  config: Config;
+  log: Logger;
+  status: StatusPublisher;
+  statusFeed: StatusFeed;
+}
+
+const GRAPHIQL_DEFAULT_QUERY = `# Set the header below to your token (POST /oauth/token), then run an operation.
 #   {"Authorization": "Bearer <access_token>"}
 query Webhooks {
   outgoingWebhooks {
@@ -24,10 +37,24 @@ query Webhooks {
     enabled
   }
 }
+
+# Live: every delivery's status as it changes (add webhookId / messageId to narrow it).
+subscription LiveDeliveries {
+  deliveryStatus {
+    messageId
+    url
+    attempt
+    status
+    httpStatus
+    error
+    nextAttemptAt
+    at
+  }
+}
 `;
 
-/** The GraphQL endpoint (queries, mutations, GraphiQL); every operation needs a bearer token. */
-export function createGraphQLHandler(deps: { db: Db; config: Config; log: Logger }) {
+/** The GraphQL endpoint (queries, mutations, subscriptions, GraphiQL); every operation needs a bearer token. */
+export function createGraphQLHandler(deps: GraphQLDependencies) {
   return createYoga<GraphQLServerContext, GraphQLContext>({
     schema,
     graphqlEndpoint: '/graphql',
@@ -40,12 +67,14 @@ export function createGraphQLHandler(deps: { db: Db; config: Config; log: Logger
       defaultQuery: GRAPHIQL_DEFAULT_QUERY,
       headers: JSON.stringify({ Authorization: 'Bearer <access_token>' }),
       shouldPersistHeaders: true,
+      subscriptionsProtocol: 'WS',
     },
     plugins: [useQueryLimits(), useContractErrorCodes()],
-    context: async ({ request, log }) => {
+    context: async ({ request, log, principal }) => {
+      const services = { db: deps.db, config: deps.config, log, status: deps.status, statusFeed: deps.statusFeed };
+      if (principal) return { ...services, principal };
       try {
-        const principal = await authenticateBearer(deps.db, request.headers.get('authorization'));
-        return { db: deps.db, config: deps.config, log, principal };
+        return { ...services, principal: await authenticateBearer(deps.db, request.headers.get('authorization')) };
       } catch (error) {
         throw error instanceof AppError ? appErrorToGraphQL(error) : error;
       }

@@ -5,6 +5,7 @@ import type { ServiceContext } from '../context';
 import type { Db } from '../db/database';
 import { AppError, notFound } from '../errors';
 import { redeliverFailedMessages, redeliverMessage } from '../delivery/service';
+import type { StatusPublisher } from '../delivery/status';
 import { getMessage } from '../messages/service';
 import type { HttpEnv } from '../server/env';
 import {
@@ -159,12 +160,12 @@ async function readJsonBody(c: Context<HttpEnv>): Promise<unknown> {
   }
 }
 
-export function createRestApi(deps: { db: Db; config: Config }): Hono<HttpEnv> {
+export function createRestApi(deps: { db: Db; config: Config; status: StatusPublisher }): Hono<HttpEnv> {
   const api = new Hono<HttpEnv>();
   for (const route of REST_ROUTES) {
     api.on(route.method, route.path, async (c) => {
       const principal = await authenticateBearer(deps.db, c.req.header('authorization'));
-      const ctx: ServiceContext = { db: deps.db, config: deps.config, log: c.get('log'), principal };
+      const ctx: ServiceContext = { db: deps.db, config: deps.config, log: c.get('log'), principal, status: deps.status };
       const body = route.method === 'GET' || route.method === 'DELETE' ? undefined : await readJsonBody(c);
       const result = await route.handle({ ctx, params: c.req.param(), body });
       return result.status === 204 ? c.body(null, 204) : c.json(result.body as object, result.status);

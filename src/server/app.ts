@@ -4,7 +4,8 @@ import { requestId } from 'hono/request-id';
 import { createTokenEndpoint } from '../auth/tokenEndpoint';
 import type { Config } from '../config';
 import type { Db } from '../db/database';
-import { createGraphQLHandler } from '../graphql/handler';
+import type { StatusPublisher } from '../delivery/status';
+import type { createGraphQLHandler } from '../graphql/handler';
 import type { Logger } from '../logger';
 import { renderRestError, restError } from '../rest/errors';
 import { createRestApi } from '../rest/routes';
@@ -21,6 +22,9 @@ export interface AppDependencies {
   config: Config;
   log: Logger;
   metrics: Metrics;
+  status: StatusPublisher;
+  /** The GraphQL endpoint, in processes that serve the API. */
+  graphql?: ReturnType<typeof createGraphQLHandler>;
   /** Each check resolves when its dependency answers and rejects when it does not. */
   readiness: Record<string, () => Promise<unknown>>;
 }
@@ -72,8 +76,8 @@ export function createApp(deps: AppDependencies): Hono<HttpEnv> {
     c.body(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType }),
   );
 
-  if (deps.config.roles.includes('api')) {
-    const graphql = createGraphQLHandler(deps);
+  const { graphql } = deps;
+  if (graphql) {
     app.on(['GET', 'POST', 'OPTIONS'], '/graphql', (c) => graphql.fetch(c.req.raw, { log: c.get('log') }));
     app.post('/oauth/token', createTokenEndpoint(deps.db));
     const rest = createRestApi(deps);

@@ -3,6 +3,8 @@ import { z } from 'zod';
 import { displayName, hasPermission, requirePermission } from '../auth/principal';
 import { syncCaptureTriggers } from '../capture/triggers';
 import type { ServiceContext } from '../context';
+import { unfinishedDeliveries } from '../delivery/service';
+import { statusEvent } from '../delivery/status';
 import type { Db } from '../db/database';
 import { violatedUniqueConstraint } from '../db/errors';
 import { newShortId } from '../db/ids';
@@ -227,14 +229,20 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
   }
 }
 
-/** Deletes the webhook with its events (and their capture triggers, when no other webhook needs them). */
+/**
+ * Deletes the webhook with its events (and their capture triggers, when no other webhook needs
+ * them) and its message log; deliveries not yet done are cancelled, which live subscribers see.
+ */
 export async function deleteWebhook(ctx: ServiceContext, id: string): Promise<void> {
   requirePermission(ctx.principal, 'webhooks:write');
-  await ctx.db.transaction(async (tx) => {
+  const cancelled = await ctx.db.transaction(async (tx) => {
+    const unfinished = await unfinishedDeliveries(tx, id);
     const deleted = await tx.delete(webhooks).where(eq(webhooks.id, id)).returning({ id: webhooks.id });
     if (deleted.length === 0) throw notFound('Webhook', id);
     await syncCaptureTriggers(tx, ctx.config.watchedSchema);
+    return unfinished;
   });
+  ctx.status.publish(cancelled.map((delivery) => statusEvent(delivery, 'CANCELLED', delivery.attempts)));
 }
 
 export interface WebhookStats extends DeliveryStats {

@@ -1,0 +1,1 @@
+CREATE INDEX "deliveries_dead_idx" ON "webhook_gateway"."deliveries" USING btree ("id") WHERE "webhook_gateway"."deliveries"."status" = 'DEAD';

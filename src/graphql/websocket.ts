@@ -1,0 +1,104 @@
+import type { IncomingMessage, Server } from 'node:http';
+import { GraphQLError, type ExecutionArgs } from 'graphql';
+import { CloseCode } from 'graphql-ws';
+import { useServer } from 'graphql-ws/use/ws';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Principal } from '../auth/principal';
+import { authenticateBearer } from '../auth/tokens';
+import type { Db } from '../db/database';
+import { AppError } from '../errors';
+import type { Logger } from '../logger';
+import type { createGraphQLHandler } from './handler';
+import { withContractCodes } from './errors';
+
+/** Operations one connection may run at once. */
+export const MAX_OPERATIONS_PER_CONNECTION = 100;
+
+type ConnectionExtra = {
+  socket: WebSocket;
+  request: IncomingMessage;
+  principal?: Principal;
+  expiry?: NodeJS.Timeout;
+};
+
+type Yoga = ReturnType<typeof createGraphQLHandler>;
+
+interface Enveloped {
+  execute: (args: ExecutionArgs) => unknown;
+  subscribe: (args: ExecutionArgs) => unknown;
+}
+
+/** `Authorization` as the contract says, also in the spellings clients commonly send. */
+function authorizationOf(params: Readonly<Record<string, unknown>> | undefined): string | undefined {
+  const headers = params?.headers as Record<string, unknown> | undefined;
+  const value = params?.Authorization ?? params?.authorization ?? headers?.Authorization ?? headers?.authorization;
+  return typeof value === 'string' ? value : undefined;
+}
+
+/**
+ * GraphQL over WebSocket (the graphql-ws protocol) on the HTTP server's `/graphql`: the same
+ * schema, limits and error codes as HTTP. The bearer token comes once, in `connectionParams`;
+ * without a valid one the socket closes with 4401 and the reason, and it closes the same way
+ * when the token expires.
+ */
+export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: { db: Db; log: Logger; maxPayload: number }) {
+  const sockets = new WebSocketServer({ server, path: '/graphql', maxPayload: deps.maxPayload });
+  const graphqlWs = useServer<Record<string, unknown>, ConnectionExtra>(
+    {
+      execute: (args) => (args.rootValue as Enveloped).execute(args) as never,
+      subscribe: (args) => (args.rootValue as Enveloped).subscribe(args) as never,
+      onConnect: async (ctx) => {
+        const { socket } = ctx.extra;
+        try {
+          const principal = await authenticateBearer(deps.db, authorizationOf(ctx.connectionParams));
+          ctx.extra.principal = principal;
+          if (principal.tokenExpiresAt) {
+            const left = principal.tokenExpiresAt.getTime() - Date.now();
+            ctx.extra.expiry = setTimeout(() => socket.close(CloseCode.Unauthorized, 'Unauthorized: the access token expired'), left);
+          }
+          return true;
+        } catch (error) {
+          if (!(error instanceof AppError)) throw error;
+          socket.close(CloseCode.Unauthorized, `Unauthorized: ${error.message}`);
+          return false;
+        }
+      },
+      onClose: (ctx) => clearTimeout(ctx.extra.expiry),
+      onSubscribe: async (ctx, _id, payload) => {
+        if (Object.keys(ctx.subscriptions).length > MAX_OPERATIONS_PER_CONNECTION) {
+          return [
+            new GraphQLError(`A connection runs at most ${MAX_OPERATIONS_PER_CONNECTION} operations at once`, {
+              extensions: { code: 'TooManyRequests' },
+            }),
+          ];
+        }
+        const log = deps.log.child({ connection: ctx.extra.request.headers['sec-websocket-key'] });
+        const enveloped = yoga.getEnveloped({ log, principal: ctx.extra.principal, params: payload, request: undefined as never });
+        try {
+          const document = enveloped.parse(payload.query);
+          const errors = enveloped.validate(enveloped.schema, document);
+          if (errors.length > 0) return withContractCodes(errors);
+          return {
+            schema: enveloped.schema,
+            document,
+            operationName: payload.operationName,
+            variableValues: payload.variables,
+            contextValue: await enveloped.contextFactory(),
+            rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe } satisfies Enveloped,
+          };
+        } catch (error) {
+          if (error instanceof GraphQLError) return withContractCodes([error]);
+          throw error;
+        }
+      },
+      onNext: (_ctx, _id, _payload, _args, result) => {
+        if (result.errors) withContractCodes(result.errors);
+      },
+    },
+    sockets,
+  );
+  return {
+    /** Closes every connection (1001, going away) and stops taking new ones. */
+    close: () => graphqlWs.dispose(),
+  };
+}
