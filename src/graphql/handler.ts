@@ -8,6 +8,7 @@ import type { StatusPublisher } from '../delivery/status';
 import { AppError } from '../errors';
 import type { Logger } from '../logger';
 import type { GraphQLContext } from './builder';
+import { renderGatewayGraphiQL } from './graphiql';
 import { appErrorToGraphQL, createErrorMask, useContractErrorCodes } from './errors';
 import { useQueryLimits } from './limits';
 import { schema } from './schema';
@@ -62,6 +63,7 @@ export function createGraphQLHandler(deps: GraphQLDependencies) {
     logging: false,
     batching: false,
     maskedErrors: { maskError: createErrorMask(deps.log), errorMessage: 'Internal error' },
+    renderGraphiQL: renderGatewayGraphiQL,
     graphiql: {
       title: 'Webhook Gateway',
       defaultQuery: GRAPHIQL_DEFAULT_QUERY,
