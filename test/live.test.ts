@@ -159,6 +159,30 @@ describe('deliveryStatus over graphql-ws', () => {
     expect(cancelled.some((change) => succeeded.includes(change.messageId))).toBe(false);
   });
 
+  it('streams the same changes over HTTP as server-sent events', async () => {
+    const hook = await watchedWebhook(['/live/sse']);
+    const query = encodeURIComponent(`subscription { deliveryStatus(webhookId: "${hook.id}") { url status } }`);
+    const before = await openSubscriptions(api.url);
+    const controller = new AbortController();
+    const response = await fetch(`${api.url}/graphql?query=${query}`, {
+      headers: { accept: 'text/event-stream', authorization: `Bearer ${token}` },
+      signal: controller.signal,
+    });
+    expect(response.headers.get('content-type')).toMatch(/text\/event-stream/);
+    await waitForSubscriptions(api.url, before + 1);
+    await app.unsafe(`insert into ${hook.table} (note) values ('sse')`);
+    const reader = response.body!.getReader();
+    let text = '';
+    while (!text.includes('SUCCEEDED')) text += new TextDecoder().decode((await reader.read()).value);
+    controller.abort();
+    const statuses = [...text.matchAll(/^data: (.+)$/gm)].map((line) => JSON.parse(line[1]!).data.deliveryStatus.status);
+    expect(statuses).toEqual(['QUEUED', 'SENDING', 'SUCCEEDED']);
+
+    const anonymous = await fetch(`${api.url}/graphql?query=${query}`, { headers: { accept: 'text/event-stream' } });
+    expect(anonymous.status).toBe(401);
+    expect(await anonymous.text()).toContain('"code":"Unauthorized"');
+  });
+
   it('refuses a connection without a valid token, with the reason', async () => {
     const expired = await api.token({ name: 'Expired' });
     await app`update webhook_gateway.oauth_tokens t set expires_at = now() - interval '1 second'

@@ -63,9 +63,9 @@ const DeliveryStatusEventType = builder.objectRef<DeliveryStatusEvent>('Delivery
     nextAttemptAt: t.string({
       nullable: true,
       description: 'When the next attempt is due (RETRY_SCHEDULED).',
-      resolve: (event) => event.nextAttemptAt && formatApiDate(new Date(event.nextAttemptAt)),
+      resolve: (event) => event.nextAttemptAt,
     }),
-    at: t.string({ resolve: (event) => formatApiDate(new Date(event.at)) }),
+    at: t.exposeString('at', { description: 'When the change happened.' }),
   }),
 });
 

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { formatApiDate } from '../dates';
 import type { Logger } from '../logger';
 import type { DeliveryStatus } from './tables';
 
@@ -14,9 +15,9 @@ export interface DeliveryStatusEvent {
   httpStatus: number | null;
   durationMs: number | null;
   error: string | null;
-  /** ISO 8601, set with RETRY_SCHEDULED. */
+  /** When the next attempt is due (RETRY_SCHEDULED), in the API's date format (formatted once, not per subscriber). */
   nextAttemptAt: string | null;
-  /** ISO 8601: when the change happened. */
+  /** When the change happened, in the API's date format. */
   at: string;
 }
 
@@ -88,7 +89,7 @@ export function statusEvent(
   delivery: DeliveryIdentity,
   status: DeliveryStatus,
   attempt: number,
-  details: Partial<Pick<DeliveryStatusEvent, 'httpStatus' | 'durationMs' | 'error' | 'nextAttemptAt'>> = {},
+  details: Partial<Pick<DeliveryStatusEvent, 'httpStatus' | 'durationMs' | 'error'>> & { nextAttemptAt?: Date | null } = {},
 ): DeliveryStatusEvent {
   return {
     messageId: delivery.messageId,
@@ -100,7 +101,7 @@ export function statusEvent(
     httpStatus: details.httpStatus ?? null,
     durationMs: details.durationMs ?? null,
     error: details.error ?? null,
-    nextAttemptAt: details.nextAttemptAt ?? null,
-    at: new Date().toISOString(),
+    nextAttemptAt: details.nextAttemptAt ? formatApiDate(details.nextAttemptAt) : null,
+    at: formatApiDate(new Date()),
   };
 }

@@ -131,7 +131,7 @@ export class DeliveryWorker {
         httpStatus: outcome.result.httpStatus,
         durationMs: outcome.result.durationMs,
         error: outcome.result.error,
-        nextAttemptAt: outcome.nextAttemptAt?.toISOString(),
+        nextAttemptAt: outcome.nextAttemptAt,
       }),
     ]);
     metrics.deliveries.inc({ outcome: outcome.status.toLowerCase() });

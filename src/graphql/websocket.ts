@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { GraphQLError, type ExecutionArgs } from 'graphql';
 import { CloseCode } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
@@ -28,6 +29,37 @@ interface Enveloped {
   subscribe: (args: ExecutionArgs) => unknown;
 }
 
+/** Bytes a connection may have waiting to be written before its subscriptions wait for the client. */
+const SEND_HIGH_WATER_BYTES = 16 * 1024;
+
+/**
+ * graphql-ws waits for each message to be written before it takes a subscription's next one,
+ * which costs one system call per message. Here a send counts as done at once while the
+ * connection's backlog is under SEND_HIGH_WATER_BYTES, and the messages of one tick leave in
+ * one write; a client that does not read still makes its subscriptions wait (bounded memory).
+ */
+function batchSends(socket: WebSocket): void {
+  const send = socket.send.bind(socket) as (data: string, callback: (error?: Error) => void) => void;
+  const transport = (socket as unknown as { _socket: Socket })._socket;
+  let corked = false;
+  socket.send = ((data: string, callback: (error?: Error) => void) => {
+    if (!corked) {
+      corked = true;
+      transport.cork();
+      process.nextTick(() => {
+        corked = false;
+        transport.uncork();
+      });
+    }
+    if (socket.bufferedAmount < SEND_HIGH_WATER_BYTES) {
+      send(data, () => {});
+      callback();
+    } else {
+      send(data, callback);
+    }
+  }) as WebSocket['send'];
+}
+
 /** `Authorization` as the contract says, also in the spellings clients commonly send. */
 function authorizationOf(params: Readonly<Record<string, unknown>> | undefined): string | undefined {
   const headers = params?.headers as Record<string, unknown> | undefined;
@@ -43,6 +75,7 @@ function authorizationOf(params: Readonly<Record<string, unknown>> | undefined):
  */
 export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: { db: Db; log: Logger; maxPayload: number }) {
   const sockets = new WebSocketServer({ server, path: '/graphql', maxPayload: deps.maxPayload });
+  sockets.on('connection', batchSends); // before graphql-ws's own listener, so that it sends through it
   const graphqlWs = useServer<Record<string, unknown>, ConnectionExtra>(
     {
       execute: (args) => (args.rootValue as Enveloped).execute(args) as never,

@@ -12,7 +12,7 @@ export interface GatewayProcess {
 
 /** Runs `npm start`'s entry point in a process of its own and waits until it listens. */
 export async function spawnGateway(env: Record<string, string>): Promise<GatewayProcess> {
-  const child = spawn('node', ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn('node', [...(process.env.GATEWAY_NODE_FLAGS?.split(' ') ?? []), '--import', 'tsx', 'src/main.ts'], {
     env: { ...process.env, PORT: '0', LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
