@@ -87,7 +87,8 @@ describe('calls that wake up late and bunch together', () => {
     try {
       const throttles = clients.map((client) => new Throttle(client, prefix));
       const booked = await throttles[0]!.reserveSlots(
-        Array.from({ length: 12 }, (_, index) => ({ webhookId: 'hook', url: `https://receiver/${index % 2}`, limit: 100 })),
+        // 10 per second: every call after the first queues for its slot.
+        Array.from({ length: 12 }, (_, index) => ({ webhookId: 'hook', url: `https://receiver/${index % 2}`, limit: 10 })),
       );
       const slots = booked.map((slot, index) => ({ ...slot, url: `https://receiver/${index % 2}` }));
       // All of them wake at once, latest booking first.
@@ -104,7 +105,7 @@ describe('calls that wake up late and bunch together', () => {
     const client = new Redis(redisUrl);
     try {
       const throttle = new Throttle(client, `test-line-${randomUUID()}`);
-      const booked = await throttle.reserveSlots(Array.from({ length: 3 }, () => ({ webhookId: 'hook', url: 'u', limit: 100 })));
+      const booked = await throttle.reserveSlots(Array.from({ length: 3 }, () => ({ webhookId: 'hook', url: 'u', limit: 10 })));
       // The first call's job is gone (its webhook deleted, say): the others go after the grace period, in order.
       const started = Date.now();
       const sent = await sendAll(

@@ -7,19 +7,17 @@ import { messages } from '../messages/tables';
 import { webhooks } from '../webhooks/tables';
 import { statusEvent, type DeliveryIdentity, type StatusPublisher } from './status';
 import { deliveries, UNFINISHED_STATUSES } from './tables';
-import type { Throttle } from './throttle';
+import { SLOT_SLACK_MS, type Throttle } from './throttle';
 
 export const DELIVERY_QUEUE = 'deliveries';
 const HANDOVER_BATCH = 1000;
-/** A slot this close is not worth a trip through BullMQ's delayed set. */
-export const SLOT_SLACK_MS = 25;
 
 /** A delivery job carries ids only; the worker loads the rest from Postgres. */
 export const deliveryJobData = z.object({
   deliveryId: z.number().int().positive(),
   generation: z.number().int().min(0),
   /** Set once the job holds a throttle slot, so that waking up for it does not book another. */
-  slot: z.object({ at: z.number(), ticket: z.number().int() }).optional(),
+  slot: z.object({ at: z.number(), ticket: z.number().int(), queued: z.boolean() }).optional(),
 });
 export type DeliveryJobData = z.infer<typeof deliveryJobData>;
 

@@ -17,8 +17,8 @@ return {math.floor((slot - now) / 1000), ticket}
 `;
 
 // The strict guard at send time. First the line: a call whose predecessors to the same URL
-// (KEYS[2]) have not all gone waits for them, unless it is overdue (ARGV[5] = 1: a predecessor
-// that is gone or stuck must not hold the line). Then the window: a log of the calls of the last
+// (KEYS[2]) have not all gone waits for them, unless it need not (ARGV[5] = 1: it did not queue
+// for its slot, or it is overdue, since a predecessor that is gone or stuck must not hold the line). Then the window: a log of the calls of the last
 // window (KEYS[1]); a call is allowed while fewer than `limit` are in it, else the answer is how
 // long until the oldest leaves. Returns 0 (allowed, and counted) or the ms to wait.
 const ACQUIRE_PERMIT = `
@@ -49,7 +49,16 @@ return math.max(1, tonumber(oldest[2]) + window - now)
 export interface Slot {
   at: number;
   ticket: number;
+  /**
+   * Whether the call queued behind others for its slot (the webhook is at its limit). Only such
+   * calls wait in line: order is promised for the excess; calls free to go at once run
+   * concurrently anyway, and waiting for each other would only slow them down.
+   */
+  queued: boolean;
 }
+
+/** A slot this close is not worth a trip through BullMQ's delayed set (and is not queueing). */
+export const SLOT_SLACK_MS = 25;
 
 /** A URL's line is forgotten after a day without calls. */
 const LINE_TTL_MS = 86_400_000;
@@ -96,7 +105,7 @@ export class Throttle {
     return results.map(([error, reply]) => {
       if (error) throw error;
       const [wait, ticket] = reply as [number, number];
-      return { at: now + Number(wait), ticket: Number(ticket) };
+      return { at: now + Number(wait), ticket: Number(ticket), queued: Number(wait) > SLOT_SLACK_MS };
     });
   }
 
@@ -106,9 +115,9 @@ export class Throttle {
    */
   async acquirePermit(webhookId: string, url: string, limit: number, slot: Slot, callId: string): Promise<number> {
     const window = Math.ceil(Throttle.WINDOW_MS * (1 + Throttle.MARGIN));
-    const overdue = Date.now() > slot.at + Throttle.LINE_GRACE_MS ? 1 : 0;
+    const mayOvertake = !slot.queued || Date.now() > slot.at + Throttle.LINE_GRACE_MS ? 1 : 0;
     const command = this.redis as unknown as {
-      gwAcquirePermit(callsKey: string, lineKey: string, limit: number, window: number, member: string, ticket: number, overdue: number): Promise<number>;
+      gwAcquirePermit(callsKey: string, lineKey: string, limit: number, window: number, member: string, ticket: number, mayOvertake: number): Promise<number>;
     };
     const wait = await command.gwAcquirePermit(
       `${this.prefix}:calls:${webhookId}`,
@@ -117,7 +126,7 @@ export class Throttle {
       window,
       callId,
       slot.ticket,
-      overdue,
+      mayOvertake,
     );
     // Waiting in line: ask again soon, the predecessor is due within a slot.
     return wait < 0 ? Math.max(2, Math.min(50, this.slotInterval(limit) / 4000)) : wait;

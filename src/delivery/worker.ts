@@ -7,14 +7,14 @@ import type { Logger } from '../logger';
 import type { Metrics } from '../server/metrics';
 import { USER_AGENT } from '../version';
 import { DeliveryLoader, type DeliveryWork } from './loader';
-import { DELIVERY_QUEUE, deliveryJobData, SLOT_SLACK_MS, type DeliveryJobData } from './queue';
+import { DELIVERY_QUEUE, deliveryJobData, type DeliveryJobData } from './queue';
 import { AttemptRecorder, type AttemptOutcome } from './recorder';
 import { decideRetry, parseRetryAfter } from './retry';
 import { Sender, type SendResult } from './sender';
 import { signMessage } from './signature';
 import { statusEvent, type StatusPublisher } from './status';
 import { FINAL_STATUSES } from './tables';
-import { Throttle } from './throttle';
+import { SLOT_SLACK_MS, Throttle } from './throttle';
 
 export const WORKER_CONCURRENCY = 200;
 /** At most this many calls to one URL at once per worker process: a hanging receiver cannot take every slot. */
