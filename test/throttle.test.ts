@@ -71,9 +71,10 @@ describe('calls that wake up late and bunch together', () => {
     await Promise.all(
       slots.map(async (slot, index) => {
         const throttle = throttles[index % throttles.length]!;
-        for (let wait = 1; wait > 0; ) {
-          wait = await throttle.acquirePermit('hook', slot.url, 100, slot, randomUUID());
-          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        for (;;) {
+          const permit = await throttle.acquirePermit('hook', slot.url, 100, slot, randomUUID());
+          if (permit.granted) break;
+          await new Promise((resolve) => setTimeout(resolve, permit.waitMs));
         }
         sent.push(slot);
       }),
@@ -118,4 +119,49 @@ describe('calls that wake up late and bunch together', () => {
       client.disconnect();
     }
   });
+});
+
+it('applies a lowered CallThrottling to messages already queued, without holding back another webhook', { timeout: 90_000 }, async () => {
+  const gateway = await startTestGateway({ ALLOW_PRIVATE_TARGETS: 'true' });
+  const app = postgres(gateway.databaseUrl, { max: 2, onnotice: () => {} });
+  const receiver = await new Receiver().start();
+  try {
+    const token = await gateway.token();
+    const hooks: Record<string, string> = {};
+    for (const [name, throttling] of [['Lowered', 100], ['Other', 100]] as const) {
+      await app.unsafe(`create table "${name}" (id serial primary key)`);
+      const hook = await gateway.request('POST', '/v2/outgoingWebhooks', {
+        token,
+        body: { Name: name, OutgoingUrls: [`${receiver.url}/${name}`], CallThrottling: throttling },
+      });
+      hooks[name] = hook.body.Id;
+      await gateway.request('POST', `/v2/outgoingWebhooks/${hook.body.Id}/events`, { token, body: { EventType: 'table.recordInsert', ObjectName: name } });
+    }
+
+    // 300 messages booked at 100 per second (3.3 s of slots), then the limit drops to 2: more
+    // calls wait than a worker has slots (200), and none of them may hold one while it waits.
+    await app`insert into "Lowered" select from generate_series(1, 300)`;
+    await waitFor(async () => (receiver.callsTo('/Lowered').length > 0 ? true : undefined), 10_000, 'the first call');
+    const updated = await gateway.request('PUT', `/v2/outgoingWebhooks/${hooks.Lowered}`, { token, body: { CallThrottling: 2 } });
+    expect(updated.status).toBe(200);
+    const loweredAt = Date.now();
+    await app`insert into "Other" select from generate_series(1, 20)`;
+
+    // The other webhook goes through while the lowered one's messages wait.
+    await waitFor(async () => (receiver.callsTo('/Other').length >= 20 ? true : undefined), 15_000, "the other webhook's 20 calls");
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, loweredAt + 6000 - Date.now())));
+    const afterTheChange = receiver
+      .callsTo('/Lowered')
+      .map((call) => call.at)
+      .filter((at) => at > loweredAt + 1200); // calls permitted under the old limit have left the window
+    console.log(`lowered to 2/s: ${afterTheChange.length} calls in the 4.8 s after the change, at most ${maxInWindow(afterTheChange)} in any second`);
+    expect(afterTheChange.length).toBeGreaterThanOrEqual(5);
+    expect(maxInWindow(afterTheChange)).toBeLessThanOrEqual(2);
+    // The rest are cancelled with their webhook.
+    expect((await gateway.request('DELETE', `/v2/outgoingWebhooks/${hooks.Lowered}`, { token })).status).toBe(204);
+  } finally {
+    await receiver.stop();
+    await app.end();
+    await gateway.stop();
+  }
 });

@@ -45,6 +45,16 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
 `;
 
+// A call that gives up its place (to book a later slot) lets its successors in line go.
+const LEAVE_LINE = `
+local served = tonumber(redis.call('HGET', KEYS[1], 'served') or '0')
+if tonumber(ARGV[1]) > served then redis.call('HSET', KEYS[1], 'served', ARGV[1]) end
+return 0
+`;
+
+/** Whether a call may go now; if not, how long to wait and why. */
+export type Permit = { granted: true } | { granted: false; waitMs: number; inLine: boolean };
+
 /** A booked call slot: when it opens (ms, this process' clock) and its place in line for its URL. */
 export interface Slot {
   at: number;
@@ -83,6 +93,7 @@ export class Throttle {
   ) {
     redis.defineCommand('gwReserveSlot', { numberOfKeys: 2, lua: RESERVE_SLOT });
     redis.defineCommand('gwAcquirePermit', { numberOfKeys: 2, lua: ACQUIRE_PERMIT });
+    redis.defineCommand('gwLeaveLine', { numberOfKeys: 1, lua: LEAVE_LINE });
   }
 
   /** Books the webhook's next slot for a call to `url`. */
@@ -110,10 +121,10 @@ export class Throttle {
   }
 
   /**
-   * Resolves to 0 when the call may go now (and counts it), else the ms to wait before asking
-   * again: for its predecessors to the same URL, or for room in the webhook's window.
+   * Asks whether the call may go now (and counts it if so). If not, it waits in line for its
+   * predecessors to the same URL (`inLine`), or for room in the webhook's window.
    */
-  async acquirePermit(webhookId: string, url: string, limit: number, slot: Slot, callId: string): Promise<number> {
+  async acquirePermit(webhookId: string, url: string, limit: number, slot: Slot, callId: string): Promise<Permit> {
     const window = Math.ceil(Throttle.WINDOW_MS * (1 + Throttle.MARGIN));
     const mayOvertake = !slot.queued || Date.now() > slot.at + Throttle.LINE_GRACE_MS ? 1 : 0;
     const command = this.redis as unknown as {
@@ -128,8 +139,17 @@ export class Throttle {
       slot.ticket,
       mayOvertake,
     );
-    // Waiting in line: ask again soon, the predecessor is due within a slot.
-    return wait < 0 ? Math.max(2, Math.min(50, this.slotInterval(limit) / 4000)) : wait;
+    if (wait === 0) return { granted: true };
+    // In line: ask again soon, the predecessor is due within a slot.
+    if (wait < 0) return { granted: false, waitMs: Math.max(2, Math.min(50, this.slotInterval(limit) / 4000)), inLine: true };
+    return { granted: false, waitMs: wait, inLine: false };
+  }
+
+  /** Gives up the slot's place in line and books a new slot under the current limit. */
+  async rebookSlot(webhookId: string, url: string, limit: number, previous: Slot): Promise<Slot> {
+    const command = this.redis as unknown as { gwLeaveLine(lineKey: string, ticket: number): Promise<number> };
+    const [, slot] = await Promise.all([command.gwLeaveLine(this.lineKey(webhookId, url), previous.ticket), this.reserveSlot(webhookId, url, limit)]);
+    return slot;
   }
 
   private slotKey = (webhookId: string) => `${this.prefix}:slot:${webhookId}`;

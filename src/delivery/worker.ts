@@ -115,9 +115,17 @@ export class DeliveryWorker {
     if ((this.inFlightByUrl.get(work.url) ?? 0) >= PER_URL_CONCURRENCY) {
       return this.delay(job, token, { ...data, slot }, URL_BUSY_RETRY_MS);
     }
-    for (let wait = 1; wait > 0; ) {
-      wait = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, randomUUID());
-      if (wait > 0) await sleep(wait);
+    for (;;) {
+      const permit = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, randomUUID());
+      if (permit.granted) break;
+      if (permit.inLine || permit.waitMs <= SLOT_SLACK_MS) {
+        await sleep(permit.waitMs);
+        continue;
+      }
+      // The window is full (the limit was lowered, or calls bunched up): book a slot under the
+      // current limit and wait for it in the delayed set, not in a worker slot.
+      const later = await this.throttle.rebookSlot(work.webhookId, work.url, limit, slot);
+      return this.delay(job, token, { ...data, slot: later }, Math.max(later.at - Date.now(), permit.waitMs));
     }
 
     const { status, metrics } = this.options;
