@@ -20,17 +20,23 @@ const gateway = await startGateway(config, log).catch((error: unknown) => {
   process.exit(1);
 });
 
-console.log(`Webhook gateway listening on ${gateway.url} (roles: ${config.roles.join(', ')})`);
-console.log(`  GraphQL and GraphiQL: ${gateway.url}/graphql   REST: ${gateway.url}/v2/outgoingWebhooks`);
+// One write, so that whoever reads the output (a supervisor, a test) gets the banner whole.
+const banner = [
+  `Webhook gateway listening on ${gateway.url} (roles: ${config.roles.join(', ')})`,
+  `  GraphQL and GraphiQL: ${gateway.url}/graphql   REST: ${gateway.url}/v2/outgoingWebhooks`,
+];
 if (gateway.database.embeddedUrl) {
-  console.log(`  Embedded database (${config.embeddedDbDir}) served at ${gateway.database.embeddedUrl}`);
+  banner.push(`  Embedded database (${config.embeddedDbDir}) served at ${gateway.database.embeddedUrl}`);
 }
 if (gateway.bootstrap.kind === 'created') {
   // Printed once, on the first start of an empty database; only its hash is stored.
-  console.log('\nCreated the first API client. Keep these credentials; the secret is not shown again:');
-  console.log(`  client_id:     ${gateway.bootstrap.credentials.clientId}`);
-  console.log(`  client_secret: ${gateway.bootstrap.credentials.clientSecret}\n`);
+  banner.push(
+    '\nCreated the first API client. Keep these credentials; the secret is not shown again:',
+    `  client_id:     ${gateway.bootstrap.credentials.clientId}`,
+    `  client_secret: ${gateway.bootstrap.credentials.clientSecret}\n`,
+  );
 }
+console.log(banner.join('\n'));
 
 let stopping = false;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {

@@ -17,7 +17,7 @@ export const deliveryJobData = z.object({
   deliveryId: z.number().int().positive(),
   generation: z.number().int().min(0),
   /** Set once the job holds a throttle slot, so that waking up for it does not book another. */
-  slot: z.object({ at: z.number(), ticket: z.number().int(), queued: z.boolean() }).optional(),
+  slot: z.object({ at: z.number(), ticket: z.number().int(), limit: z.number(), queued: z.boolean() }).optional(),
 });
 export type DeliveryJobData = z.infer<typeof deliveryJobData>;
 

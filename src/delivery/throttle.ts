@@ -59,6 +59,8 @@ export type Permit = { granted: true } | { granted: false; waitMs: number; inLin
 export interface Slot {
   at: number;
   ticket: number;
+  /** The calls-per-second limit the slot was spaced for. */
+  limit: number;
   /**
    * Whether the call queued behind others for its slot (the webhook is at its limit). Only such
    * calls wait in line: order is promised for the excess; calls free to go at once run
@@ -113,10 +115,10 @@ export class Throttle {
     }
     const now = Date.now();
     const results = (await pipeline.exec()) ?? [];
-    return results.map(([error, reply]) => {
+    return results.map(([error, reply], index) => {
       if (error) throw error;
       const [wait, ticket] = reply as [number, number];
-      return { at: now + Number(wait), ticket: Number(ticket), queued: Number(wait) > SLOT_SLACK_MS };
+      return { at: now + Number(wait), ticket: Number(ticket), limit: requests[index]!.limit, queued: Number(wait) > SLOT_SLACK_MS };
     });
   }
 

@@ -118,12 +118,13 @@ export class DeliveryWorker {
     for (;;) {
       const permit = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, randomUUID());
       if (permit.granted) break;
-      if (permit.inLine || permit.waitMs <= SLOT_SLACK_MS) {
+      // In line, or calls bunched up (timing jitter): the wait is short, and the place in line is kept.
+      if (permit.inLine || slot.limit === limit) {
         await sleep(permit.waitMs);
         continue;
       }
-      // The window is full (the limit was lowered, or calls bunched up): book a slot under the
-      // current limit and wait for it in the delayed set, not in a worker slot.
+      // The limit was changed since the slot was booked: book one under the current limit and
+      // wait for it in the delayed set, not in a worker slot.
       const later = await this.throttle.rebookSlot(work.webhookId, work.url, limit, slot);
       return this.delay(job, token, { ...data, slot: later }, Math.max(later.at - Date.now(), permit.waitMs));
     }
