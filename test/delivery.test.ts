@@ -2,6 +2,7 @@ import postgres from 'postgres';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from './support/gateway';
+import { createWatchedWebhook } from './support/watched';
 import { Receiver } from './support/receiver';
 import { waitFor } from './support/wait';
 
@@ -26,19 +27,9 @@ afterAll(async () => {
 
 /** A table, and a webhook on it that fires on inserts to the given receiver paths. */
 async function setup(paths: string[], webhook: Record<string, unknown> = {}) {
-  counter++;
-  const table = `Deliveries${counter}`;
-  await app.unsafe(`create table "${table}" (id serial primary key, note text)`);
-  const created = await gw.request('POST', '/v2/outgoingWebhooks', {
-    token,
-    body: { Name: `delivery-${counter}`, OutgoingUrls: paths.map((path) => `${receiver.url}${path}`), ...webhook },
-  });
-  expect(created.status).toBe(201);
-  await gw.request('POST', `/v2/outgoingWebhooks/${created.body.Id}/events`, {
-    token,
-    body: { EventType: 'table.recordInsert', ObjectName: table },
-  });
-  return { table, webhook: created.body };
+  const table = `Deliveries${++counter}`;
+  const created = await createWatchedWebhook(gw, token, app, { table, urls: paths.map((path) => `${receiver.url}${path}`), webhook });
+  return { table, webhook: created };
 }
 
 async function message(id: string) {

@@ -5,6 +5,7 @@ import { openSubscriptions, StatusWatcher, waitForSubscriptions, type StatusChan
 import { spawnGateway, type GatewayProcess } from './support/process';
 import { Receiver } from './support/receiver';
 import { waitFor } from './support/wait';
+import { createWatchedWebhook } from './support/watched';
 
 // The subscribers talk to an API-only process; a second process (dispatcher and worker) delivers.
 let api: TestGateway;
@@ -40,20 +41,10 @@ afterAll(async () => {
 let tables = 0;
 
 /** A webhook on a table of its own, fired by inserts; returns its id and the table. */
-async function watchedWebhook(paths: string[], fields: Record<string, unknown> = {}): Promise<{ id: string; table: string }> {
+async function watchedWebhook(paths: string[], webhook: Record<string, unknown> = {}): Promise<{ id: string; table: string }> {
   const table = `live_${++tables}`;
-  await app.unsafe(`create table ${table} (id serial primary key, note text)`);
-  const hook = await api.request('POST', '/v2/outgoingWebhooks', {
-    token,
-    body: { Name: table, OutgoingUrls: paths.map((path) => `${receiver.url}${path}`), ...fields },
-  });
-  expect(hook.status).toBe(201);
-  const event = await api.request('POST', `/v2/outgoingWebhooks/${hook.body.Id}/events`, {
-    token,
-    body: { EventType: 'table.recordInsert', ObjectName: table },
-  });
-  expect(event.status).toBe(201);
-  return { id: hook.body.Id, table };
+  const created = await createWatchedWebhook(api, token, app, { table, urls: paths.map((path) => `${receiver.url}${path}`), webhook });
+  return { id: created.Id, table };
 }
 
 function watch(variables: { webhookId?: string; messageId?: string } = {}, params: Record<string, unknown> | undefined = { Authorization: `Bearer ${token}` }) {

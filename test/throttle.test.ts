@@ -7,6 +7,7 @@ import { startTestGateway } from './support/gateway';
 import { spawnGateway, type GatewayProcess } from './support/process';
 import { maxInWindow, Receiver } from './support/receiver';
 import { waitFor } from './support/wait';
+import { createWatchedWebhook } from './support/watched';
 
 it('holds CallThrottling across two worker processes, in order, without slowing another webhook', { timeout: 90_000 }, async () => {
   const api = await startTestGateway({ ROLES: 'api,dispatcher', ALLOW_PRIVATE_TARGETS: 'true' });
@@ -22,16 +23,8 @@ it('holds CallThrottling across two worker processes, in order, without slowing 
     const token = await api.token();
     const hooks: Record<string, string> = {};
     for (const [name, throttling] of [['Throttled', 5], ['Free', 0]] as const) {
-      await app.unsafe(`create table "${name}" (id serial primary key)`);
-      const hook = await api.request('POST', '/v2/outgoingWebhooks', {
-        token,
-        body: { Name: name, OutgoingUrls: [`${receiver.url}/${name}`], CallThrottling: throttling },
-      });
-      hooks[name] = hook.body.Id;
-      await api.request('POST', `/v2/outgoingWebhooks/${hook.body.Id}/events`, {
-        token,
-        body: { EventType: 'table.recordInsert', ObjectName: name },
-      });
+      const hook = await createWatchedWebhook(api, token, app, { table: name, urls: [`${receiver.url}/${name}`], webhook: { CallThrottling: throttling } });
+      hooks[name] = hook.Id;
     }
 
     await app`insert into "Throttled" select from generate_series(1, 60)`;
@@ -128,14 +121,9 @@ it('applies a lowered CallThrottling to messages already queued, without holding
   try {
     const token = await gateway.token();
     const hooks: Record<string, string> = {};
-    for (const [name, throttling] of [['Lowered', 100], ['Other', 100]] as const) {
-      await app.unsafe(`create table "${name}" (id serial primary key)`);
-      const hook = await gateway.request('POST', '/v2/outgoingWebhooks', {
-        token,
-        body: { Name: name, OutgoingUrls: [`${receiver.url}/${name}`], CallThrottling: throttling },
-      });
-      hooks[name] = hook.body.Id;
-      await gateway.request('POST', `/v2/outgoingWebhooks/${hook.body.Id}/events`, { token, body: { EventType: 'table.recordInsert', ObjectName: name } });
+    for (const name of ['Lowered', 'Other']) {
+      const hook = await createWatchedWebhook(gateway, token, app, { table: name, urls: [`${receiver.url}/${name}`], webhook: { CallThrottling: 100 } });
+      hooks[name] = hook.Id;
     }
 
     // 300 messages booked at 100 per second (3.3 s of slots), then the limit drops to 2: more
