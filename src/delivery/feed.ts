@@ -16,6 +16,9 @@ export type FeedItem = DeliveryStatusEvent | typeof FELL_BEHIND;
 /** Status changes one subscriber may have waiting before it is cut off. */
 export const MAX_BUFFERED_EVENTS = 10_000;
 
+const unavailable = () =>
+  new AppError('InternalError', 'Live delivery status is unavailable right now (Redis cannot be reached); try again shortly');
+
 const matches = (filter: StatusFilter, event: DeliveryStatusEvent) =>
   (filter.webhookId === undefined || filter.webhookId === event.webhookId) &&
   (filter.messageId === undefined || filter.messageId === event.messageId);
@@ -31,6 +34,7 @@ export class StatusSubscription implements AsyncIterableIterator<FeedItem> {
   private fellBehind = false;
   private closed = false;
   private waiter: ((result: IteratorResult<FeedItem>) => void) | undefined;
+  private deadline: NodeJS.Timeout | undefined;
 
   constructor(
     readonly filter: StatusFilter,
@@ -78,6 +82,12 @@ export class StatusSubscription implements AsyncIterableIterator<FeedItem> {
     return Promise.resolve({ value: undefined, done: true });
   }
 
+  /** Ends the subscription at `at` (when the subscriber's token expires). */
+  endAt(at: Date): void {
+    clearTimeout(this.deadline);
+    this.deadline = setTimeout(() => this.close(), Math.max(0, at.getTime() - Date.now()));
+  }
+
   [Symbol.asyncIterator](): this {
     return this;
   }
@@ -85,6 +95,7 @@ export class StatusSubscription implements AsyncIterableIterator<FeedItem> {
   private close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.deadline);
     this.buffer = [];
     this.waiter?.({ value: undefined, done: true });
     this.waiter = undefined;
@@ -111,10 +122,15 @@ export class StatusFeed {
     subscriber.on('message', (channel: string, message: string) => {
       if (channel === this.channel) this.deliver(message);
     });
+    // ioredis subscribes again after a reconnect; if the last subscriber left meanwhile, let go.
+    subscriber.on('ready', () => {
+      if (!this.listening) this.subscriber.unsubscribe(this.channel).catch(() => {});
+    });
   }
 
   /** Starts a subscription; resolves once changes published from now on will reach it. */
   async open(filter: StatusFilter): Promise<StatusSubscription> {
+    if (['reconnecting', 'close', 'end'].includes(this.subscriber.status)) throw unavailable();
     // Commands on one connection run in order, so a SUBSCRIBE sent after an UNSUBSCRIBE wins; if
     // the last subscriber left while this one waited, the channel was let go: listen again.
     for (;;) {
@@ -124,7 +140,7 @@ export class StatusFeed {
       } catch (error) {
         if (this.listening === listening) this.listening = undefined;
         this.log.warn({ err: (error as Error).message }, 'live delivery status: cannot listen on Redis');
-        throw new AppError('InternalError', 'Live delivery status is unavailable right now (Redis cannot be reached); try again shortly');
+        throw unavailable();
       }
       if (this.listening === listening) break;
     }

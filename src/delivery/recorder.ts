@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import type { Db } from '../db/database';
+import { queryRows, type Db } from '../db/database';
 import type { Logger } from '../logger';
 import type { SendResult } from './sender';
 import type { DeliveryStatus } from './tables';
@@ -20,7 +20,7 @@ export interface AttemptOutcome {
 
 interface Pending {
   outcome: AttemptOutcome;
-  resolve(): void;
+  resolve(applied: boolean): void;
   reject(error: unknown): void;
 }
 
@@ -30,7 +30,8 @@ const MAX_WAIT_MS = 5;
 /**
  * Stores attempts and delivery states in batches: one transaction for every attempt finished
  * within a few milliseconds. Each caller waits until its own attempt is committed, so a job
- * finishes only once its record is safe.
+ * finishes only once its record is safe; it learns whether the delivery took the new state
+ * (not if a redelivery or the webhook's deletion came in between).
  */
 export class AttemptRecorder {
   private pending: Pending[] = [];
@@ -42,7 +43,7 @@ export class AttemptRecorder {
     private readonly log: Logger,
   ) {}
 
-  record(outcome: AttemptOutcome): Promise<void> {
+  record(outcome: AttemptOutcome): Promise<boolean> {
     return new Promise((resolve, reject) => {
       this.pending.push({ outcome, resolve, reject });
       if (this.pending.length >= MAX_BATCH) this.flushSoon(0);
@@ -75,8 +76,8 @@ export class AttemptRecorder {
 
   private async write(batch: Pending[]): Promise<void> {
     try {
-      await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
-      for (const entry of batch) entry.resolve();
+      const moved = await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
+      for (const entry of batch) entry.resolve(moved.has(entry.outcome.deliveryId));
     } catch (error) {
       this.log.error({ err: error, attempts: batch.length }, 'recording delivery attempts failed');
       for (const entry of batch) entry.reject(error);
@@ -90,14 +91,16 @@ export class AttemptRecorder {
  * their generation meanwhile), and settle the messages whose deliveries are now all final.
  * The statement's snapshot predates its own update, hence the new states are taken from `moved`.
  */
-async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<void> {
+async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<number>> {
   const values = outcomes.map(
     (o) => sql`(${o.deliveryId}::bigint, ${o.generation}::int, ${o.messageId}::uuid, ${o.webhookId}, ${o.eventId},
       ${o.url}, ${o.attempt}::int, ${o.attemptedAt.toISOString()}::timestamptz, ${o.result.ok}, ${o.result.httpStatus ?? null}::int,
       ${o.result.durationMs}::int, ${o.result.error ?? null}, ${o.result.responseBody ?? null}, ${o.status},
       ${o.nextAttemptAt?.toISOString() ?? null}::timestamptz)`,
   );
-  await db.execute(sql`
+  const moved = await queryRows<{ id: string | number }>(
+    db,
+    sql`
     with outcome (delivery_id, generation, message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded,
                   http_status, duration_ms, error, response_body, status, next_attempt_at) as (
       values ${sql.join(values, sql`, `)}
@@ -126,7 +129,12 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<void>
       where d.message_id in (select message_id from moved where status <> 'RETRY_SCHEDULED')
       group by d.message_id
       having bool_and(coalesce(moved.status, d.status) in ('SUCCEEDED', 'DEAD', 'CANCELLED'))
+    ),
+    settle as (
+      update webhook_gateway.messages m set status = settled.status
+      from settled where m.id = settled.message_id and m.status <> settled.status
     )
-    update webhook_gateway.messages m set status = settled.status
-    from settled where m.id = settled.message_id and m.status <> settled.status`);
+    select id from moved`,
+  );
+  return new Set(moved.map((row) => Number(row.id)));
 }

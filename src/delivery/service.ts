@@ -103,11 +103,15 @@ export async function watchDeliveryStatus(ctx: ServiceContext, feed: StatusFeed,
       throw new AppError('ObjectNotFound', `Message '${filter.messageId}' does not belong to webhook '${filter.webhookId}'`);
     }
   }
-  return feed.open(filter);
+  const subscription = await feed.open(filter);
+  // Over WebSocket the connection closes (with its reason) when the token expires; a stream over
+  // HTTP ends a moment later.
+  if (ctx.principal.tokenExpiresAt) subscription.endAt(new Date(ctx.principal.tokenExpiresAt.getTime() + 1000));
+  return subscription;
 }
 
 /** Live cancellation notices sent when a webhook is deleted stop at this many deliveries. */
-const MAX_CANCELLED_NOTICES = 10_000;
+const MAX_CANCELLED_NOTICES = 1000;
 
 /** A webhook's deliveries not yet done, oldest first: what deleting it cancels. */
 export async function unfinishedDeliveries(db: Db, webhookId: string): Promise<(DeliveryIdentity & { attempts: number })[]> {

@@ -37,7 +37,10 @@ if redis.call('ZCARD', KEYS[1]) < limit then
   redis.call('PEXPIRE', KEYS[1], window)
   if ticket > 0 then
     local served = tonumber(redis.call('HGET', KEYS[2], 'served') or '0')
-    if ticket > served then redis.call('HSET', KEYS[2], 'served', ticket) end
+    if ticket > served then
+      redis.call('HSET', KEYS[2], 'served', ticket)
+      redis.call('PEXPIRE', KEYS[2], ARGV[6])
+    end
   end
   return 0
 end
@@ -48,7 +51,10 @@ return math.max(1, tonumber(oldest[2]) + window - now)
 // A call that gives up its place (to book a later slot) lets its successors in line go.
 const LEAVE_LINE = `
 local served = tonumber(redis.call('HGET', KEYS[1], 'served') or '0')
-if tonumber(ARGV[1]) > served then redis.call('HSET', KEYS[1], 'served', ARGV[1]) end
+if tonumber(ARGV[1]) > served then
+  redis.call('HSET', KEYS[1], 'served', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return 0
 `;
 
@@ -130,7 +136,16 @@ export class Throttle {
     const window = Math.ceil(Throttle.WINDOW_MS * (1 + Throttle.MARGIN));
     const mayOvertake = !slot.queued || Date.now() > slot.at + Throttle.LINE_GRACE_MS ? 1 : 0;
     const command = this.redis as unknown as {
-      gwAcquirePermit(callsKey: string, lineKey: string, limit: number, window: number, member: string, ticket: number, mayOvertake: number): Promise<number>;
+      gwAcquirePermit(
+        callsKey: string,
+        lineKey: string,
+        limit: number,
+        window: number,
+        member: string,
+        ticket: number,
+        mayOvertake: number,
+        lineTtlMs: number,
+      ): Promise<number>;
     };
     const wait = await command.gwAcquirePermit(
       `${this.prefix}:calls:${webhookId}`,
@@ -140,17 +155,23 @@ export class Throttle {
       callId,
       slot.ticket,
       mayOvertake,
+      LINE_TTL_MS,
     );
     if (wait === 0) return { granted: true };
     // In line: ask again soon, the predecessor is due within a slot.
-    if (wait < 0) return { granted: false, waitMs: Math.max(2, Math.min(50, this.slotInterval(limit) / 4000)), inLine: true };
+    if (wait < 0) return { granted: false, waitMs: Math.max(5, Math.min(50, this.slotInterval(limit) / 2000)), inLine: true };
     return { granted: false, waitMs: wait, inLine: false };
+  }
+
+  /** Gives up the slot's place in line: the calls after it need not wait for it. */
+  async leaveLine(webhookId: string, url: string, slot: Slot): Promise<void> {
+    const command = this.redis as unknown as { gwLeaveLine(lineKey: string, ticket: number, lineTtlMs: number): Promise<number> };
+    await command.gwLeaveLine(this.lineKey(webhookId, url), slot.ticket, LINE_TTL_MS);
   }
 
   /** Gives up the slot's place in line and books a new slot under the current limit. */
   async rebookSlot(webhookId: string, url: string, limit: number, previous: Slot): Promise<Slot> {
-    const command = this.redis as unknown as { gwLeaveLine(lineKey: string, ticket: number): Promise<number> };
-    const [, slot] = await Promise.all([command.gwLeaveLine(this.lineKey(webhookId, url), previous.ticket), this.reserveSlot(webhookId, url, limit)]);
+    const [, slot] = await Promise.all([this.leaveLine(webhookId, url, previous), this.reserveSlot(webhookId, url, limit)]);
     return slot;
   }
 

@@ -102,8 +102,12 @@ export class DeliveryWorker {
   private async process(job: Job<DeliveryJobData>, token: string | undefined): Promise<void> {
     const data = deliveryJobData.parse(job.data);
     const work = await this.loader.load(data.deliveryId);
-    // Gone with its webhook, superseded by a redelivery, or already done: nothing to send.
-    if (!work || work.generation !== data.generation || FINAL_STATUSES.includes(work.status)) return;
+    if (!work) return; // gone with its webhook: nothing to send
+    if (work.generation !== data.generation || FINAL_STATUSES.includes(work.status)) {
+      // Superseded by a redelivery, or already done: nothing to send, and its place in line is given up.
+      if (data.slot) await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
+      return;
+    }
     const limit = Math.min(work.callThrottling, this.options.config.callThrottlingMax);
 
     let slot = data.slot;
@@ -134,15 +138,12 @@ export class DeliveryWorker {
     const attemptedAt = new Date();
     const result = await this.send(work);
     const outcome = this.judge(work, attemptedAt, result);
-    await this.recorder.record(outcome);
-    status.publish([
-      statusEvent(work, outcome.status, outcome.attempt, {
-        httpStatus: outcome.result.httpStatus,
-        durationMs: outcome.result.durationMs,
-        error: outcome.result.error,
-        nextAttemptAt: outcome.nextAttemptAt,
-      }),
-    ]);
+    const applied = await this.recorder.record(outcome);
+    // Not applied: a redelivery or the webhook's deletion came in between, and said so itself.
+    if (applied) {
+      const { httpStatus, durationMs, error } = outcome.result;
+      status.publish([statusEvent(work, outcome.status, outcome.attempt, { httpStatus, durationMs, error, nextAttemptAt: outcome.nextAttemptAt })]);
+    }
     metrics.deliveries.inc({ outcome: outcome.status.toLowerCase() });
     metrics.attemptDuration.observe(result.durationMs / 1000);
     if (outcome.status === 'SUCCEEDED') metrics.deliveryLatency.observe((Date.now() - work.messageCreatedAt.getTime()) / 1000);

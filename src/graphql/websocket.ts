@@ -18,8 +18,9 @@ export const MAX_OPERATIONS_PER_CONNECTION = 100;
 type ConnectionExtra = {
   socket: WebSocket;
   request: IncomingMessage;
+  authorization?: string;
   principal?: Principal;
-  expiry?: NodeJS.Timeout;
+  recheck?: NodeJS.Timeout;
 };
 
 type Yoga = ReturnType<typeof createGraphQLHandler>;
@@ -67,36 +68,63 @@ function authorizationOf(params: Readonly<Record<string, unknown>> | undefined):
   return typeof value === 'string' ? value : undefined;
 }
 
+/** How often an open connection's token is checked again (a revoked profile loses its connections). */
+const RECHECK_MS = 60_000;
+
+const internalError = () => [new GraphQLError('Internal error', { extensions: { code: 'InternalError' } })];
+
 /**
  * GraphQL over WebSocket (the graphql-ws protocol) on the HTTP server's `/graphql`: the same
- * schema, limits and error codes as HTTP. The bearer token comes once, in `connectionParams`;
- * without a valid one the socket closes with 4401 and the reason, and it closes the same way
- * when the token expires.
+ * schema, limits and error codes as HTTP. The bearer token comes in `connectionParams`; without
+ * a valid one the socket closes with 4401 and the reason. It is checked again for every
+ * operation and every minute, and the socket closes the same way when it expires or is revoked.
  */
 export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: { db: Db; log: Logger; maxPayload: number }) {
   const sockets = new WebSocketServer({ server, path: '/graphql', maxPayload: deps.maxPayload });
   sockets.on('connection', batchSends); // before graphql-ws's own listener, so that it sends through it
+
+  /** The caller behind the connection's token, or the socket closed with the reason and undefined. */
+  async function authenticate(extra: ConnectionExtra): Promise<Principal | undefined> {
+    const { socket } = extra;
+    try {
+      const principal = await authenticateBearer(deps.db, extra.authorization);
+      if (socket.readyState !== socket.OPEN) return undefined; // gone while we asked
+      extra.principal = principal;
+      return principal;
+    } catch (error) {
+      if (error instanceof AppError) {
+        const expired = extra.principal?.tokenExpiresAt && extra.principal.tokenExpiresAt.getTime() <= Date.now();
+        socket.close(CloseCode.Unauthorized, expired ? 'Unauthorized: the access token expired' : `Unauthorized: ${error.message}`);
+      } else {
+        deps.log.error({ err: error }, 'authenticating a WebSocket connection failed');
+        socket.close(CloseCode.InternalServerError, 'Internal error');
+      }
+      return undefined;
+    }
+  }
+
+  /** Checks the token again every minute, and when it expires. */
+  function scheduleCheck(extra: ConnectionExtra): void {
+    const expiresIn = (extra.principal?.tokenExpiresAt?.getTime() ?? Infinity) - Date.now();
+    extra.recheck = setTimeout(
+      () => void authenticate(extra).then((principal) => principal && scheduleCheck(extra)),
+      Math.max(0, Math.min(RECHECK_MS, expiresIn)),
+    );
+  }
+
   const graphqlWs = useServer<Record<string, unknown>, ConnectionExtra>(
     {
+      isProd: true, // close reasons never carry internal details
       execute: (args) => (args.rootValue as Enveloped).execute(args) as never,
       subscribe: (args) => (args.rootValue as Enveloped).subscribe(args) as never,
       onConnect: async (ctx) => {
-        const { socket } = ctx.extra;
-        try {
-          const principal = await authenticateBearer(deps.db, authorizationOf(ctx.connectionParams));
-          ctx.extra.principal = principal;
-          if (principal.tokenExpiresAt) {
-            const left = principal.tokenExpiresAt.getTime() - Date.now();
-            ctx.extra.expiry = setTimeout(() => socket.close(CloseCode.Unauthorized, 'Unauthorized: the access token expired'), left);
-          }
-          return true;
-        } catch (error) {
-          if (!(error instanceof AppError)) throw error;
-          socket.close(CloseCode.Unauthorized, `Unauthorized: ${error.message}`);
-          return false;
-        }
+        const { extra } = ctx;
+        extra.authorization = authorizationOf(ctx.connectionParams);
+        extra.socket.once('close', () => clearTimeout(extra.recheck));
+        if (!(await authenticate(extra))) return false;
+        scheduleCheck(extra);
+        return true;
       },
-      onClose: (ctx) => clearTimeout(ctx.extra.expiry),
       onSubscribe: async (ctx, _id, payload) => {
         if (Object.keys(ctx.subscriptions).length > MAX_OPERATIONS_PER_CONNECTION) {
           return [
@@ -105,8 +133,10 @@ export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: { db: D
             }),
           ];
         }
+        const principal = await authenticate(ctx.extra);
+        if (!principal) return internalError(); // the socket is closing with the reason
         const log = deps.log.child({ connection: ctx.extra.request.headers['sec-websocket-key'] });
-        const enveloped = yoga.getEnveloped({ log, principal: ctx.extra.principal, params: payload, request: undefined as never });
+        const enveloped = yoga.getEnveloped({ log, principal, params: payload, request: undefined as never });
         try {
           const document = enveloped.parse(payload.query);
           const errors = enveloped.validate(enveloped.schema, document);
@@ -121,7 +151,8 @@ export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: { db: D
           };
         } catch (error) {
           if (error instanceof GraphQLError) return withContractCodes([error]);
-          throw error;
+          log.error({ err: error }, 'preparing a WebSocket operation failed');
+          return internalError();
         }
       },
       onNext: (_ctx, _id, _payload, _args, result) => {
@@ -131,7 +162,19 @@ export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: { db: D
     sockets,
   );
   return {
-    /** Closes every connection (1001, going away) and stops taking new ones. */
-    close: () => graphqlWs.dispose(),
+    /**
+     * Closes every connection (1001, going away) and stops taking new ones; a client that does
+     * not answer the close within a second is cut off, so that shutdown never waits on one.
+     */
+    async close() {
+      const cutOff = setTimeout(() => {
+        for (const client of sockets.clients) client.terminate();
+      }, 1000);
+      try {
+        await graphqlWs.dispose();
+      } finally {
+        clearTimeout(cutOff);
+      }
+    },
   };
 }

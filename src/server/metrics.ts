@@ -56,12 +56,22 @@ export interface BacklogSources {
 }
 
 const SOURCE_TIMEOUT_MS = 2000;
+const SOURCE_CACHE_MS = 5000;
 
-/** The source's answer, or undefined when it fails or is slow (a scrape must not hang on Redis or Postgres). */
-function readWithin<T>(read: () => Promise<T>): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), SOURCE_TIMEOUT_MS)));
-  return Promise.race([read().catch(() => undefined), timeout]).finally(() => clearTimeout(timer));
+/**
+ * A source read at most every few seconds, however often /metrics (which needs no token) is
+ * asked, and never more than once at a time. Its answer is undefined when it fails or is slow.
+ */
+function cachedSource<T>(read: () => Promise<T>): () => Promise<T | undefined> {
+  let last: { at: number; value: Promise<T | undefined> } | undefined;
+  return () => {
+    if (!last || Date.now() - last.at > SOURCE_CACHE_MS) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), SOURCE_TIMEOUT_MS)));
+      last = { at: Date.now(), value: Promise.race([read().catch(() => undefined), timeout]).finally(() => clearTimeout(timer)) };
+    }
+    return last.value;
+  };
 }
 
 /**
@@ -70,6 +80,7 @@ function readWithin<T>(read: () => Promise<T>): Promise<T | undefined> {
  */
 export function addBacklogGauges(metrics: Metrics, sources: BacklogSources): void {
   const registers = [metrics.registry];
+  const queueJobs = cachedSource(sources.queueJobs);
   new Gauge({
     name: 'gateway_delivery_queue_jobs',
     help: 'Jobs in the delivery queue, by state (installation-wide).',
@@ -77,21 +88,23 @@ export function addBacklogGauges(metrics: Metrics, sources: BacklogSources): voi
     registers,
     async collect() {
       this.reset();
-      const counts = (await readWithin(sources.queueJobs)) ?? {};
+      const counts = (await queueJobs()) ?? {};
       for (const [state, count] of Object.entries(counts)) this.set({ state }, count);
     },
   });
-  const single = (name: string, help: string, read: () => Promise<number>) =>
-    new Gauge({
+  const single = (name: string, help: string, source: () => Promise<number>) => {
+    const read = cachedSource(source);
+    return new Gauge({
       name,
       help,
       registers,
       async collect() {
         this.reset();
-        const value = await readWithin(read);
+        const value = await read();
         if (value !== undefined) this.set(value);
       },
     });
+  };
   single('gateway_outbox_rows', 'Captured table changes not yet turned into messages (installation-wide).', sources.outboxRows);
   single('gateway_deliveries_dead', 'Deliveries that gave up (Dead) and are still in the log (installation-wide).', sources.deadDeliveries);
 }
