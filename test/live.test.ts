@@ -213,6 +213,7 @@ describe('deliveryStatus over graphql-ws', () => {
       connectionParams: { Authorization: `Bearer ${revoked}` },
       retryAttempts: 0,
       lazy: false, // one connection throughout
+      onNonLazyError: () => {}, // the close is what this test waits for
       on: { closed: (event) => (closed ??= { code: (event as CloseEvent).code, reason: (event as CloseEvent).reason }) },
     });
     try {
