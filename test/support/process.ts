@@ -10,7 +10,10 @@ export interface GatewayProcess {
   kill(): Promise<void>;
 }
 
-/** Runs `npm start`'s entry point in a process of its own and waits until it listens. */
+/**
+ * Runs `npm start`'s entry point in a process of its own and waits until it listens.
+ * GATEWAY_NODE_FLAGS adds node flags to it (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile a benchmark).
+ */
 export async function spawnGateway(env: Record<string, string>): Promise<GatewayProcess> {
   const child = spawn('node', [...(process.env.GATEWAY_NODE_FLAGS?.split(' ') ?? []), '--import', 'tsx', 'src/main.ts'], {
     env: { ...process.env, PORT: '0', LOG_LEVEL: 'warn', ...env },
