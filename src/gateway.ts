@@ -2,17 +2,19 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import { Queue } from 'bullmq';
-import { sql, type SQL } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import { ensureBootstrapClient, type BootstrapOutcome } from './auth/clients';
 import { Dispatcher } from './capture/dispatcher';
+import { outbox } from './capture/tables';
 import { StatusFeed } from './delivery/feed';
 import { createDeliveryQueue, DELIVERY_QUEUE } from './delivery/queue';
 import { StatusPublisher, statusChannel } from './delivery/status';
+import { deliveries } from './delivery/tables';
 import { Throttle } from './delivery/throttle';
 import { DeliveryWorker } from './delivery/worker';
 import type { Config } from './config';
-import { openDatabase, queryRows, type Database, type Db } from './db/database';
+import { openDatabase, type Database } from './db/database';
 import { installationId } from './db/installation';
 import type { Logger } from './logger';
 import { createGraphQLHandler } from './graphql/handler';
@@ -35,11 +37,6 @@ function connectSubscriber(url: string): Redis {
   const subscriber = new Redis(url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
   subscriber.on('error', () => {}); // reported by the gateway's own connection
   return subscriber;
-}
-
-async function countRows(db: Db, query: SQL): Promise<number> {
-  const [row] = await queryRows<{ count: string | number }>(db, query);
-  return Number(row?.count ?? 0);
 }
 
 export function connectRedis(url: string, log: Logger): Redis {
@@ -94,8 +91,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     backlogQueue.on('error', () => {}); // reported by the gateway's own connection
     addBacklogGauges(metrics, {
       queueJobs: () => backlogQueue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'failed'),
-      outboxRows: () => countRows(db, sql`select count(*) from webhook_gateway.outbox`),
-      deadDeliveries: () => countRows(db, sql`select count(*) from webhook_gateway.deliveries where status = 'DEAD'`),
+      outboxRows: () => db.$count(outbox),
+      deadDeliveries: () => db.$count(deliveries, eq(deliveries.status, 'DEAD')),
     });
 
     const api = config.roles.includes('api');
