@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { SQL } from 'drizzle-orm';
-import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { PgDialect, type PgDatabase, type PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
@@ -131,8 +131,19 @@ export async function openDatabase(options: OpenOptions): Promise<Database> {
   return database;
 }
 
-/** Rows of a raw SQL query: postgres.js answers with an array, PGlite with `{ rows }`. */
-export async function queryRows<T>(db: Db, query: SQL): Promise<T[]> {
+const dialect = new PgDialect();
+
+/**
+ * Rows of a raw SQL query: postgres.js answers with an array, PGlite with `{ rows }`.
+ * `prepared`: for the hot path's statements, whose text does not change (batches go as arrays):
+ * on postgres.js the statement is prepared once per connection and planned once, not per call.
+ */
+export async function queryRows<T>(db: Db, query: SQL, options: { prepared?: boolean } = {}): Promise<T[]> {
+  const client = (db as { $client?: unknown }).$client as postgres.Sql | undefined;
+  if (options.prepared && typeof client?.unsafe === 'function') {
+    const { sql: text, params } = dialect.sqlToQuery(query);
+    return (await client.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })) as unknown as T[];
+  }
   const result = (await db.execute(query)) as unknown;
   return (Array.isArray(result) ? result : (result as { rows: T[] }).rows) as T[];
 }

@@ -105,7 +105,7 @@ export class DeliveryLoader {
           from webhook_gateway.deliveries d
           join webhook_gateway.messages m on m.id = d.message_id
           join webhook_gateway.webhooks w on w.id = d.webhook_id
-          where d.id in ${ids}`,
+          where d.id = any(${sql.param(ids)}::bigint[])`,
     );
     return new Map(
       rows.map((row) => [

@@ -92,18 +92,21 @@ export class AttemptRecorder {
  * The statement's snapshot predates its own update, hence the new states are taken from `moved`.
  */
 async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<number>> {
-  const values = outcomes.map(
-    (o) => sql`(${o.deliveryId}::bigint, ${o.generation}::int, ${o.messageId}::uuid, ${o.webhookId}, ${o.eventId},
-      ${o.url}, ${o.attempt}::int, ${o.attemptedAt.toISOString()}::timestamptz, ${o.result.ok}, ${o.result.httpStatus ?? null}::int,
-      ${o.result.durationMs}::int, ${o.result.error ?? null}, ${o.result.responseBody ?? null}, ${o.status},
-      ${o.nextAttemptAt?.toISOString() ?? null}::timestamptz)`,
-  );
+  // One array per column: the statement's text is the same for any batch, so Postgres plans it once.
+  const column = <T>(pick: (outcome: AttemptOutcome) => T) => sql.param(outcomes.map(pick));
   const moved = await queryRows<{ id: string | number }>(
     db,
     sql`
-    with outcome (delivery_id, generation, message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded,
-                  http_status, duration_ms, error, response_body, status, next_attempt_at) as (
-      values ${sql.join(values, sql`, `)}
+    with outcome as (
+      select * from unnest(${column((o) => o.deliveryId)}::bigint[], ${column((o) => o.generation)}::int[],
+        ${column((o) => o.messageId)}::uuid[], ${column((o) => o.webhookId)}::text[], ${column((o) => o.eventId)}::text[],
+        ${column((o) => o.url)}::text[], ${column((o) => o.attempt)}::int[],
+        ${column((o) => o.attemptedAt.toISOString())}::text[]::timestamptz[], ${column((o) => String(o.result.ok))}::text[]::boolean[],
+        ${column((o) => o.result.httpStatus ?? null)}::int[], ${column((o) => o.result.durationMs)}::int[],
+        ${column((o) => o.result.error ?? null)}::text[], ${column((o) => o.result.responseBody ?? null)}::text[],
+        ${column((o) => o.status)}::text[], ${column((o) => o.nextAttemptAt?.toISOString() ?? null)}::text[]::timestamptz[])
+        as o(delivery_id, generation, message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded,
+             http_status, duration_ms, error, response_body, status, next_attempt_at)
     ),
     logged as (
       insert into webhook_gateway.delivery_attempts
@@ -135,6 +138,7 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<n
       from settled where m.id = settled.message_id and m.status <> settled.status
     )
     select id from moved`,
+    { prepared: true },
   );
   return new Set(moved.map((row) => Number(row.id)));
 }
