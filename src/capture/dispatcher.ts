@@ -178,6 +178,15 @@ async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<DeliveryTo
   });
 }
 
+async function deleteChanges(db: Db, changes: { id: number }[]): Promise<void> {
+  await db.delete(outbox).where(
+    inArray(
+      outbox.id,
+      changes.map((change) => change.id),
+    ),
+  );
+}
+
 export interface DispatchResult {
   changes: number;
   messages: number;
@@ -201,9 +210,15 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
     if (changes.length === 0) return { changes: 0, messages: 0, deliveries: [] };
     const tables = [...new Set(changes.map((change) => change.tableName))];
     const events = await activeEventsFor(tx, tables);
-    const bytea = events.size > 0 ? await byteaColumnsOf(tx, config.watchedSchema, tables) : new Map<string, string[]>();
-
-    const urls = await urlsByWebhook(tx, [...new Set([...events.values()].flat().map((event) => event.webhookId))]);
+    if (events.size === 0) {
+      await deleteChanges(tx, changes);
+      return { changes: changes.length, messages: 0, deliveries: [] };
+    }
+    // Queries issued together on the transaction's connection travel as one pipeline: one round trip.
+    const [bytea, urls] = await Promise.all([
+      byteaColumnsOf(tx, config.watchedSchema, tables),
+      urlsByWebhook(tx, [...new Set([...events.values()].flat().map((event) => event.webhookId))]),
+    ]);
     const created: NewMessage[] = [];
     const toDeliver: NewDelivery[] = [];
     for (const change of changes) {
@@ -245,14 +260,8 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
         }
       }
     }
-    await insertMessages(tx, created);
-    const made = await insertDeliveries(tx, toDeliver);
-    await tx.delete(outbox).where(
-      inArray(
-        outbox.id,
-        changes.map((change) => change.id),
-      ),
-    );
+    // In order on the one connection (deliveries reference the messages), pipelined as above.
+    const [, made] = await Promise.all([insertMessages(tx, created), insertDeliveries(tx, toDeliver), deleteChanges(tx, changes)]);
     return { changes: changes.length, messages: created.length, deliveries: made };
   });
 }
@@ -284,6 +293,10 @@ export class Dispatcher {
   private nextStaleCheck = 0;
   private nextCleanup = 0;
   private queueUnreachable = false;
+  /** What this process last set the idle flag to (undefined: not known). */
+  private idleFlag: boolean | undefined;
+  /** Whether deliveries may be waiting unqueued (a redelivery's NOTIFY, a failed handover, a poll). */
+  private sweepUnqueued = true;
 
   constructor(private readonly options: DispatcherOptions) {}
 
@@ -301,6 +314,7 @@ export class Dispatcher {
 
   private kick(): void {
     this.kicked = true;
+    this.sweepUnqueued = true;
     this.wake?.();
   }
 
@@ -323,6 +337,7 @@ export class Dispatcher {
         log.error({ err: error }, 'dispatching changes failed; retrying');
       }
       await this.idle(this.options.pollIntervalMs ?? 1000);
+      this.sweepUnqueued = true;
     }
   }
 
@@ -347,24 +362,35 @@ export class Dispatcher {
         this.nextStaleCheck = Date.now() + STALE_AFTER_MS / 2;
         await requeueStale(database.db, handover, STALE_AFTER_MS);
       }
-      while ((await queueDeliveries(database.db, handover)) > 0) {
-        // until everything unqueued is queued
+      // Skipped while a run of batches keeps the dispatcher busy: nothing asked for it.
+      if (this.sweepUnqueued) {
+        this.sweepUnqueued = false;
+        while ((await queueDeliveries(database.db, handover)) > 0) {
+          // until everything unqueued is queued
+        }
       }
       if (this.queueUnreachable) log.info('delivery queue reachable again');
       this.queueUnreachable = false;
     } catch (error) {
+      this.sweepUnqueued = true;
       if (!this.queueUnreachable) log.warn({ err: (error as Error).message }, 'delivery queue unreachable; deliveries wait in Postgres');
       this.queueUnreachable = true;
     }
   }
 
-  /** Sets the flag the capture triggers read before sending NOTIFY; true when it changed. */
+  /**
+   * Sets the flag the capture triggers read before sending NOTIFY; true when it changed. Not
+   * written again while this process knows its value: another dispatcher that flips it to idle
+   * meanwhile only makes the triggers notify more than needed.
+   */
   private async markIdle(idle: boolean): Promise<boolean> {
+    if (this.idleFlag === idle) return false;
     const changed = await this.options.database.db
       .update(dispatcherState)
       .set({ idle })
       .where(eq(dispatcherState.idle, !idle))
       .returning({ idle: dispatcherState.idle });
+    this.idleFlag = idle;
     return changed.length > 0;
   }
 

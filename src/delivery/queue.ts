@@ -73,13 +73,15 @@ export interface DeliveryToQueue extends DeliveryIdentity {
  */
 export async function addDeliveryJobs(handover: Handover, rows: readonly DeliveryToQueue[]): Promise<void> {
   if (rows.length === 0) return;
-  // Before the jobs exist, so that no subscriber sees a delivery start before it was queued.
-  await handover.status.publishNow(rows.map((row) => statusEvent(row, 'QUEUED', row.attempts + 1)));
   const now = Date.now();
   const due = rows.filter((row) => row.nextAttemptAt.getTime() <= now);
-  const slots = await handover.throttle.reserveSlots(
-    due.map((row) => ({ webhookId: row.webhookId, url: row.url, limit: Math.min(row.callThrottling, handover.callThrottlingMax) })),
-  );
+  const [, slots] = await Promise.all([
+    // Before the jobs exist, so that no subscriber sees a delivery start before it was queued.
+    handover.status.publishNow(rows.map((row) => statusEvent(row, 'QUEUED', row.attempts + 1))),
+    handover.throttle.reserveSlots(
+      due.map((row) => ({ webhookId: row.webhookId, url: row.url, limit: Math.min(row.callThrottling, handover.callThrottlingMax) })),
+    ),
+  ]);
   const slotOf = new Map(due.map((row, index) => [row.id, slots[index]!]));
   await handover.queue.addBulk(
     rows.map((row) => {
