@@ -76,6 +76,26 @@ async function rssOf(url: string): Promise<number> {
   return Number(/^process_resident_memory_bytes (\d+)/m.exec(text)?.[1] ?? 0) / 1024 / 1024;
 }
 
+/**
+ * The steady run's latency by stage, from what Postgres recorded: the row's commit time (the `t0`
+ * its body carries), the message's creation (the dispatcher's transaction), the attempt's start
+ * and its duration.
+ */
+async function latencyStages(app: postgres.Sql): Promise<Record<'toMessage' | 'toAttempt' | 'call', string>> {
+  const [row] = await app<{ to_message: number[]; to_attempt: number[]; call: number[] }[]>`
+    with steady as (
+      select extract(epoch from m.created_at) * 1000 - (m.body::json -> 'data' -> 0 ->> 't0')::bigint as to_message,
+             extract(epoch from a.attempted_at - m.created_at) * 1000 as to_attempt, a.duration_ms as call
+      from webhook_gateway.messages m join webhook_gateway.delivery_attempts a on a.message_id = m.id
+      where m.body like '%"steady"%')
+    select percentile_disc(array[0.5, 0.99]) within group (order by to_message) as to_message,
+           percentile_disc(array[0.5, 0.99]) within group (order by to_attempt) as to_attempt,
+           percentile_disc(array[0.5, 0.99]) within group (order by call) as call
+    from steady`;
+  const format = (pair: number[]) => pair.map((value) => Math.max(0, Math.round(Number(value)))).join('/');
+  return { toMessage: format(row!.to_message), toAttempt: format(row!.to_attempt), call: format(row!.call) };
+}
+
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 
 /**
@@ -125,6 +145,7 @@ export async function benchDelivery(): Promise<void> {
     }
     await until(async () => (await receiver.stats()).count >= STEADY_RATE * STEADY_SECONDS);
     const latencies = ((await receiver.stats(true)).latencies ?? []).sort((a, b) => a - b);
+    const stages = await latencyStages(app);
 
     printTable([
       ['measure', 'figure', 'goal'],
@@ -134,6 +155,10 @@ export async function benchDelivery(): Promise<void> {
       [`(d) commit -> receipt at ${STEADY_RATE}/s: p50`, `${percentile(latencies, 50)} ms`, ''],
       [`(d) commit -> receipt at ${STEADY_RATE}/s: p99`, `${percentile(latencies, 99)} ms`, '<= 250 ms'],
     ]);
+    console.log(
+      `where (d) goes, p50/p99 in ms: commit -> message written (dispatcher) ${stages.toMessage}; ` +
+        `message -> call made (handover, queue, load, throttle) ${stages.toAttempt}; call itself ${stages.call}`,
+    );
 
     // Memory over a long run: the worker's and dispatcher's RSS as messages flow.
     if (LONG_RUN > 0) {
