@@ -343,7 +343,8 @@ export class Dispatcher {
 
   /**
    * Queues the deliveries just made, then any left unqueued. While Redis is away they wait in
-   * Postgres (marked unqueued); this runs after every batch and poll, so they go once it is back.
+   * Postgres (marked unqueued); the sweep for them runs after every NOTIFY (a redelivery sends
+   * one), poll and failed handover, so they go once Redis is back.
    */
   private async handOver(made: DeliveryToQueue[]): Promise<void> {
     const { database, handover, redis, redisPrefix, log } = this.options;
@@ -356,7 +357,10 @@ export class Dispatcher {
       }
       if (Date.now() >= this.nextQueueCheck) {
         this.nextQueueCheck = Date.now() + QUEUE_CHECK_INTERVAL_MS;
-        if (await requeueIfQueueLost(database.db, redis, redisPrefix)) log.info('delivery queue (re)built from Postgres');
+        if (await requeueIfQueueLost(database.db, redis, redisPrefix)) {
+          log.info('delivery queue (re)built from Postgres');
+          this.sweepUnqueued = true;
+        }
       }
       if (Date.now() >= this.nextStaleCheck) {
         this.nextStaleCheck = Date.now() + STALE_AFTER_MS / 2;
