@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { createApiClient } from '../../src/auth/clients';
 import { PERMISSIONS, READ_ONLY_PERMISSIONS } from '../../src/auth/principal';
@@ -36,10 +37,33 @@ export async function createTestDatabase(): Promise<{ url: string; drop(): Promi
   return {
     url: url.href,
     async drop() {
+      await deleteInstallationKeys(url.href).catch(() => {}); // best effort: Redis may be down in a fault test
       await admin.unsafe(`drop database if exists ${name} with (force)`);
       await admin.end();
     },
   };
+}
+
+/**
+ * Deletes what the database's gateway left in Redis under its default key prefix: jobs still
+ * waiting for their throttle slots would otherwise stay there after the database is gone.
+ */
+async function deleteInstallationKeys(databaseUrl: string): Promise<void> {
+  const db = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  const rows = await db<{ id: string }[]>`select id from webhook_gateway.installation`.catch(() => []);
+  await db.end();
+  if (!rows[0]) return;
+  const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: 1 });
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `webhook-gateway:${rows[0].id}:*`, 'COUNT', 1000);
+      if (keys.length > 0) await redis.unlink(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
 }
 
 export async function parseResponse(response: Response): Promise<HttpResult> {
