@@ -7,10 +7,19 @@ import { loadConfig } from '../src/config';
 import { startGateway } from '../src/gateway';
 import { createLogger } from '../src/logger';
 import { parseResponse } from './support/gateway';
+import { Receiver } from './support/receiver';
+import { waitFor } from './support/wait';
 
-it('runs on the embedded database when DATABASE_URL is unset, and serves it to other programs', async () => {
+it('runs on the embedded database when DATABASE_URL is unset, serves it to other programs, and delivers its table changes', async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'gw-embedded-'));
-  const config = loadConfig({ PORT: '0', EMBEDDED_DB_DIR: dataDir, EMBEDDED_DB_PORT: '0', LOG_LEVEL: 'silent' });
+  const receiver = await new Receiver().start();
+  const config = loadConfig({
+    PORT: '0',
+    EMBEDDED_DB_DIR: dataDir,
+    EMBEDDED_DB_PORT: '0',
+    LOG_LEVEL: 'silent',
+    ALLOW_PRIVATE_TARGETS: 'true',
+  });
   const gateway = await startGateway(config, createLogger('silent'));
   try {
     expect(gateway.database.kind).toBe('embedded');
@@ -33,15 +42,44 @@ it('runs on the embedded database when DATABASE_URL is unset, and serves it to o
     expect(created.status).toBe(201);
 
     // Another program (psql, the user's application) reaches the same database over the served port.
-    const client = postgres(gateway.database.embeddedUrl!, { max: 1 });
+    const client = postgres(gateway.database.embeddedUrl!, { max: 1, onnotice: () => {} });
     try {
       const rows = await client`select name from webhook_gateway.webhooks`;
       expect(rows.map((row) => row.name)).toEqual(['EmbeddedHook']);
+
+      // The whole path on the embedded database: a row inserted by that program reaches a receiver, and the attempt is recorded.
+      await client`create table embedded_orders (id serial primary key, item text)`;
+      const headers = { authorization: `Bearer ${token.body.access_token}`, 'content-type': 'application/json' };
+      const hook = await parseResponse(
+        await fetch(`${gateway.url}/v2/outgoingWebhooks`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ Name: 'EmbeddedDelivery', OutgoingUrls: [`${receiver.url}/embedded`] }),
+        }),
+      );
+      const event = await parseResponse(
+        await fetch(`${gateway.url}/v2/outgoingWebhooks/${hook.body.Id}/events`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ EventType: 'table.recordInsert', ObjectName: 'embedded_orders' }),
+        }),
+      );
+      expect(event.status).toBe(201);
+      await client`insert into embedded_orders (item) values ('tea')`;
+      const call = await waitFor(async () => receiver.calls.find((received) => received.path === '/embedded'), 20_000, 'the delivery');
+      expect(JSON.parse(call.body).data).toEqual([{ id: 1, item: 'tea' }]);
+      const recorded = await waitFor(async () => {
+        const [message] = await client`select m.status, count(a.id)::int as attempts from webhook_gateway.messages m
+          left join webhook_gateway.delivery_attempts a on a.message_id = m.id group by m.id`;
+        return message?.status === 'SUCCEEDED' ? message : undefined;
+      }, 10_000, 'the message to be settled');
+      expect(recorded.attempts).toBe(1);
     } finally {
       await client.end();
     }
   } finally {
     await gateway.stop();
+    await receiver.stop();
     rmSync(dataDir, { recursive: true, force: true });
   }
 });
