@@ -53,6 +53,7 @@ const environment = z
     ACCOUNT_ID: z.string().min(1).max(64).default('local'),
     MULTICAST_MAX_URLS: integer(1, 100).default(10),
     CALL_THROTTLING_MAX: integer(1, 100_000).default(100),
+    API_RATE_LIMIT: integer(0, 1_000_000).default(6000),
     DELIVERY_TIMEOUT_MS: integer(100, 600_000).default(15_000),
     RETRY_SCHEDULE: z
       .string()
@@ -94,6 +95,8 @@ export interface Config {
   accountId: string;
   multicastMaxUrls: number;
   callThrottlingMax: number;
+  /** API requests a client profile may make per minute (REST and GraphQL over HTTP); 0: no limit. */
+  apiRateLimit: number;
   deliveryTimeoutMs: number;
   retryScheduleMs: number[];
   logRetentionDays: number;
@@ -127,6 +130,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     accountId: e.ACCOUNT_ID,
     multicastMaxUrls: e.MULTICAST_MAX_URLS,
     callThrottlingMax: e.CALL_THROTTLING_MAX,
+    apiRateLimit: e.API_RATE_LIMIT,
     deliveryTimeoutMs: e.DELIVERY_TIMEOUT_MS,
     retryScheduleMs: e.RETRY_SCHEDULE,
     logRetentionDays: e.LOG_RETENTION_DAYS,

@@ -28,6 +28,16 @@ export class AppError extends Error {
   }
 }
 
+/** TooManyRequests, with when the caller may try again (the `Retry-After` header). */
+export class RateLimitedError extends AppError {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super('TooManyRequests', message);
+  }
+}
+
 export const badInput = (field: string, message: string) => new AppError('IncorrectBodyParameter', message, field);
 
 export const notFound = (what: string, id: string) => new AppError('ObjectNotFound', `${what} '${id}' was not found`);

@@ -1,3 +1,4 @@
+import { ApiRateLimiter } from './auth/rateLimit';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
@@ -97,13 +98,15 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
 
     const api = config.roles.includes('api');
     const statusFeed = api ? new StatusFeed(connectSubscriber(config.redisUrl), statusChannel(redisPrefix), metrics, log) : undefined;
-    const graphql = statusFeed && createGraphQLHandler({ db, config, log, status, statusFeed });
+    const rateLimiter = new ApiRateLimiter(redis, redisPrefix, config.apiRateLimit);
+    const graphql = statusFeed && createGraphQLHandler({ db, config, log, status, statusFeed, rateLimiter });
     const app = createApp({
       db,
       config,
       log,
       metrics,
       status,
+      rateLimiter,
       graphql,
       readiness: { postgres: () => db.execute(sql`select 1`), redis: () => redis.ping() },
     });

@@ -1,6 +1,6 @@
 import { GraphQLError } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
-import { AppError, ERROR_STATUS } from '../errors';
+import { AppError, ERROR_STATUS, RateLimitedError } from '../errors';
 import type { Logger } from '../logger';
 
 /** `outgoingUrls.1` → `outgoingUrls[1]` */
@@ -17,6 +17,9 @@ export function appErrorToGraphQL(error: AppError, at?: GraphQLError): GraphQLEr
       code: error.code,
       ...(error.field ? { field: graphqlFieldName(error.field) } : {}),
       ...(error.code === 'Unauthorized' ? { http: { status: ERROR_STATUS.Unauthorized } } : {}),
+      ...(error instanceof RateLimitedError
+        ? { http: { status: ERROR_STATUS.TooManyRequests, headers: { 'Retry-After': String(error.retryAfterSeconds) } } }
+        : {}),
     },
   });
 }

@@ -1,5 +1,6 @@
 import { createYoga } from 'graphql-yoga';
 import type { Principal } from '../auth/principal';
+import type { ApiRateLimiter } from '../auth/rateLimit';
 import { authenticateBearer } from '../auth/tokens';
 import type { Config } from '../config';
 import type { Db } from '../db/database';
@@ -25,6 +26,7 @@ export interface GraphQLDependencies {
   log: Logger;
   status: StatusPublisher;
   statusFeed: StatusFeed;
+  rateLimiter: ApiRateLimiter;
 }
 
 const GRAPHIQL_DEFAULT_QUERY = `# Set the header below to your token (POST /oauth/token), then run an operation.
@@ -76,7 +78,9 @@ export function createGraphQLHandler(deps: GraphQLDependencies) {
       const services = { db: deps.db, config: deps.config, log, status: deps.status, statusFeed: deps.statusFeed };
       if (principal) return { ...services, principal };
       try {
-        return { ...services, principal: await authenticateBearer(deps.db, request.headers.get('authorization')) };
+        const authenticated = await authenticateBearer(deps.db, request.headers.get('authorization'));
+        await deps.rateLimiter.admit(authenticated);
+        return { ...services, principal: authenticated };
       } catch (error) {
         throw error instanceof AppError ? appErrorToGraphQL(error) : error;
       }

@@ -1,6 +1,6 @@
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { AppError, ERROR_STATUS, type ErrorCode } from '../errors';
+import { AppError, ERROR_STATUS, RateLimitedError, type ErrorCode } from '../errors';
 import type { HttpEnv } from '../server/env';
 import { restFieldName } from './shape';
 
@@ -15,6 +15,7 @@ export function restError(c: Context<HttpEnv>, code: ErrorCode, message: string)
 export function renderRestError(c: Context<HttpEnv>, error: unknown): Response {
   if (error instanceof AppError) {
     const message = error.field ? `${restFieldName(error.field)}: ${error.message}` : error.message;
+    if (error instanceof RateLimitedError) c.header('Retry-After', String(error.retryAfterSeconds));
     return restError(c, error.code, message);
   }
   c.get('log').error({ err: error }, 'unexpected error');

@@ -1,4 +1,5 @@
 import { Hono, type Context } from 'hono';
+import type { ApiRateLimiter } from '../auth/rateLimit';
 import { authenticateBearer } from '../auth/tokens';
 import type { Config } from '../config';
 import type { ServiceContext } from '../context';
@@ -160,11 +161,12 @@ async function readJsonBody(c: Context<HttpEnv>): Promise<unknown> {
   }
 }
 
-export function createRestApi(deps: { db: Db; config: Config; status: StatusPublisher }): Hono<HttpEnv> {
+export function createRestApi(deps: { db: Db; config: Config; status: StatusPublisher; rateLimiter: ApiRateLimiter }): Hono<HttpEnv> {
   const api = new Hono<HttpEnv>();
   for (const route of REST_ROUTES) {
     api.on(route.method, route.path, async (c) => {
       const principal = await authenticateBearer(deps.db, c.req.header('authorization'));
+      await deps.rateLimiter.admit(principal);
       const ctx: ServiceContext = { db: deps.db, config: deps.config, log: c.get('log'), principal, status: deps.status };
       const body = route.method === 'GET' || route.method === 'DELETE' ? undefined : await readJsonBody(c);
       const result = await route.handle({ ctx, params: c.req.param(), body });

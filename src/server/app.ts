@@ -9,6 +9,7 @@ import type { createGraphQLHandler } from '../graphql/handler';
 import type { Logger } from '../logger';
 import { renderRestError, restError } from '../rest/errors';
 import { createRestApi } from '../rest/routes';
+import type { ApiRateLimiter } from '../auth/rateLimit';
 import type { HttpEnv } from './env';
 import type { Metrics } from './metrics';
 
@@ -23,6 +24,7 @@ export interface AppDependencies {
   log: Logger;
   metrics: Metrics;
   status: StatusPublisher;
+  rateLimiter: ApiRateLimiter;
   /** The GraphQL endpoint, in processes that serve the API. */
   graphql?: ReturnType<typeof createGraphQLHandler>;
   /** Each check resolves when its dependency answers and rejects when it does not. */

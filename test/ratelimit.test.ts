@@ -1,0 +1,72 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway } from './support/gateway';
+
+const LIMIT = 5;
+const LIST = '/v2/outgoingWebhooks';
+const QUERY = '{ outgoingWebhooks { id } }';
+
+let first: TestGateway;
+let second: TestGateway;
+
+beforeAll(async () => {
+  first = await startTestGateway({ API_RATE_LIMIT: String(LIMIT) });
+  // A second API process on the same database: the limit is counted for both together.
+  second = await startTestGateway({ API_RATE_LIMIT: String(LIMIT) }, first.databaseUrl);
+});
+
+afterAll(async () => {
+  await second?.stop();
+  await first?.stop();
+});
+
+/** The limit counts per clock minute: start a test early enough in one that it ends in it. */
+async function startOfAMinute(): Promise<void> {
+  const left = 60_000 - (Date.now() % 60_000);
+  if (left < 15_000) await new Promise((resolve) => setTimeout(resolve, left + 50));
+}
+
+describe('API rate limit (API_RATE_LIMIT requests a minute per client profile)', () => {
+  it('answers 429 in the contract shape with Retry-After once a client is over it, across processes', async () => {
+    await startOfAMinute();
+    const token = await first.token({ name: 'Busy Client', email: 'busy@acme.com' });
+    const answers = [];
+    for (let i = 0; i < LIMIT; i++) answers.push((await (i % 2 === 0 ? first : second).request('GET', LIST, { token })).status);
+    expect(answers).toEqual(Array(LIMIT).fill(200));
+
+    const refused = await first.request('GET', LIST, { token });
+    expect(refused.status).toBe(429);
+    expect(refused.body).toMatchObject({ Code: 'TooManyRequests', Resource: LIST });
+    expect(refused.body.Message).toContain(`more than ${LIMIT} requests`);
+    expect(refused.body.RequestId).toBe(refused.headers.get('x-request-id'));
+    const retryAfter = Number(refused.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(60);
+
+    // GraphQL over HTTP counts against the same limit.
+    const graphql = await second.graphql(QUERY, {}, token);
+    expect(graphql.status).toBe(429);
+    expect(graphql.headers.get('retry-after')).toBeTruthy();
+    expect(graphql.body.errors[0].extensions.code).toBe('TooManyRequests');
+
+    // Another client is not held back.
+    const other = await first.token({ name: 'Quiet Client', email: 'quiet@acme.com' });
+    expect((await first.request('GET', LIST, { token: other })).status).toBe(200);
+    const allowed = await second.graphql(QUERY, {}, other);
+    expect(allowed.status).toBe(200);
+    expect(allowed.body).toEqual({ data: { outgoingWebhooks: [] } });
+  });
+
+  it('lets requests through while Redis is unreachable', async () => {
+    const isolated = await startTestGateway({ API_RATE_LIMIT: '1', REDIS_URL: 'redis://127.0.0.1:1' });
+    try {
+      const token = await isolated.token();
+      for (let i = 0; i < 3; i++) expect((await isolated.request('GET', LIST, { token })).status).toBe(200);
+    } finally {
+      await isolated.stop();
+    }
+  });
+
+  it('refuses a bad API_RATE_LIMIT at start, naming it', async () => {
+    await expect(startTestGateway({ API_RATE_LIMIT: 'many' })).rejects.toThrow(/API_RATE_LIMIT/);
+  });
+});
