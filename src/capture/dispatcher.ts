@@ -31,6 +31,7 @@ const EVENT_TYPE_OF: Record<string, EventType> = {
 export const DISPATCH_BATCH_SIZE = 1000;
 const QUEUE_CHECK_INTERVAL_MS = 5000;
 const CLEANUP_INTERVAL_MS = 3_600_000;
+const IDLE_FLAG_REFRESH_MS = 1000;
 /** Deliveries queued this long ago and not sent are checked for a missing job. */
 const STALE_AFTER_MS = 120_000;
 
@@ -293,8 +294,8 @@ export class Dispatcher {
   private nextStaleCheck = 0;
   private nextCleanup = 0;
   private queueUnreachable = false;
-  /** What this process last set the idle flag to (undefined: not known). */
-  private idleFlag: boolean | undefined;
+  /** What this process last set the idle flag to, and when. */
+  private idleFlag: { idle: boolean; at: number } | undefined;
   /** Whether deliveries may be waiting unqueued (a redelivery's NOTIFY, a failed handover, a poll). */
   private sweepUnqueued = true;
 
@@ -383,18 +384,18 @@ export class Dispatcher {
   }
 
   /**
-   * Sets the flag the capture triggers read before sending NOTIFY; true when it changed. Not
-   * written again while this process knows its value: another dispatcher that flips it to idle
-   * meanwhile only makes the triggers notify more than needed.
+   * Sets the flag the capture triggers read before sending NOTIFY; true when it changed. A busy
+   * run of batches writes it once a second, not after every batch: another dispatcher that went
+   * idle meanwhile only makes the triggers notify (which serializes commits) until then.
    */
   private async markIdle(idle: boolean): Promise<boolean> {
-    if (this.idleFlag === idle) return false;
+    if (this.idleFlag?.idle === idle && Date.now() - this.idleFlag.at < IDLE_FLAG_REFRESH_MS) return false;
     const changed = await this.options.database.db
       .update(dispatcherState)
       .set({ idle })
       .where(eq(dispatcherState.idle, !idle))
       .returning({ idle: dispatcherState.idle });
-    this.idleFlag = idle;
+    this.idleFlag = { idle, at: Date.now() };
     return changed.length > 0;
   }
 
