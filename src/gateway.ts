@@ -1,4 +1,3 @@
-import { ApiRateLimiter } from './auth/rateLimit';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
@@ -6,6 +5,7 @@ import { Queue } from 'bullmq';
 import { eq, sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import { ensureBootstrapClient, type BootstrapOutcome } from './auth/clients';
+import { ApiRateLimiter } from './auth/rateLimit';
 import { Dispatcher } from './capture/dispatcher';
 import { outbox } from './capture/tables';
 import { StatusFeed } from './delivery/feed';

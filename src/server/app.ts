@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { requestId } from 'hono/request-id';
+import type { ApiRateLimiter } from '../auth/rateLimit';
 import { createTokenEndpoint } from '../auth/tokenEndpoint';
 import type { Config } from '../config';
 import type { Db } from '../db/database';
@@ -9,7 +10,6 @@ import type { createGraphQLHandler } from '../graphql/handler';
 import type { Logger } from '../logger';
 import { renderRestError, restError } from '../rest/errors';
 import { createRestApi } from '../rest/routes';
-import type { ApiRateLimiter } from '../auth/rateLimit';
 import type { HttpEnv } from './env';
 import type { Metrics } from './metrics';
 
