@@ -83,17 +83,20 @@ export async function addDeliveryJobs(handover: Handover, rows: readonly Deliver
     ),
   ]);
   const slotOf = new Map(due.map((row, index) => [row.id, slots[index]!]));
+  // Delays count from the jobs' creation, now: the publish and the booking took a while (a batch's
+  // events and commands are built first), and counting from before would delay jobs needlessly.
+  const addedAt = Date.now();
   await handover.queue.addBulk(
     rows.map((row) => {
       const slot = slotOf.get(row.id);
-      const wait = slot && slot.at - now;
+      const wait = slot && slot.at - addedAt;
       return {
         name: 'deliver',
         data: { deliveryId: row.id, generation: row.generation, slot },
         opts: {
           jobId: deliveryJobId(row.id, row.generation),
           // A slot this close is waited for at send time; the delayed set costs more than that.
-          delay: wait === undefined ? Math.max(0, row.nextAttemptAt.getTime() - now) : wait > SLOT_SLACK_MS ? wait : 0,
+          delay: wait === undefined ? Math.max(0, row.nextAttemptAt.getTime() - addedAt) : wait > SLOT_SLACK_MS ? wait : 0,
         },
       };
     }),
