@@ -14,11 +14,14 @@ import { Sender, type SendResult } from './sender';
 import { signMessage } from './signature';
 import { statusEvent, type StatusPublisher } from './status';
 import { FINAL_STATUSES } from './tables';
-import { SLOT_SLACK_MS, Throttle } from './throttle';
+import { SLOT_SLACK_MS, Throttle, type Slot } from './throttle';
+import { UrlSlots } from './urlSlots';
 
 export const WORKER_CONCURRENCY = 200;
 /** At most this many calls to one URL at once per worker process: a hanging receiver cannot take every slot. */
 export const PER_URL_CONCURRENCY = 50;
+/** A URL none of whose calls finished for this long is taken for hanging: calls waiting for it go back to the queue. */
+const URL_STALL_MS = 500;
 const URL_BUSY_RETRY_MS = 250;
 const STOP_GRACE_MS = 15_000;
 
@@ -45,7 +48,7 @@ export class DeliveryWorker {
   private readonly throttle: Throttle;
   private readonly redis: Redis;
   private readonly throttleRedis: Redis;
-  private readonly inFlightByUrl = new Map<string, number>();
+  private readonly urlSlots = new UrlSlots(PER_URL_CONCURRENCY, URL_STALL_MS);
 
   constructor(private readonly options: DeliveryWorkerOptions) {
     const { config, db, log } = options;
@@ -116,27 +119,8 @@ export class DeliveryWorker {
       const wait = slot.at - Date.now();
       if (wait > SLOT_SLACK_MS) return this.delay(job, token, { ...data, slot }, wait);
     }
-    if ((this.inFlightByUrl.get(work.url) ?? 0) >= PER_URL_CONCURRENCY) {
-      return this.delay(job, token, { ...data, slot }, URL_BUSY_RETRY_MS);
-    }
-    for (;;) {
-      const permit = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, randomUUID());
-      if (permit.granted) break;
-      // In line, or calls bunched up (timing jitter): the wait is short, and the place in line is kept.
-      if (permit.inLine || slot.limit === limit) {
-        await sleep(permit.waitMs);
-        continue;
-      }
-      // The limit was changed since the slot was booked: book one under the current limit and
-      // wait for it in the delayed set, not in a worker slot.
-      const later = await this.throttle.rebookSlot(work.webhookId, work.url, limit, slot);
-      return this.delay(job, token, { ...data, slot: later }, Math.max(later.at - Date.now(), permit.waitMs));
-    }
-
+    const { attemptedAt, result } = await this.sendInTurn(job, token, { ...data, slot }, work, limit);
     const { status, metrics } = this.options;
-    status.publish([statusEvent(work, 'SENDING', work.attempts + 1)]);
-    const attemptedAt = new Date();
-    const result = await this.send(work);
     const outcome = this.judge(work, attemptedAt, result);
     const applied = await this.recorder.record(outcome);
     // Not applied: a redelivery or the webhook's deletion came in between, and said so itself.
@@ -153,19 +137,41 @@ export class DeliveryWorker {
     }
   }
 
-  private async send(work: DeliveryWork): Promise<SendResult> {
-    const timestamp = Math.floor(Date.now() / 1000);
-    this.inFlightByUrl.set(work.url, (this.inFlightByUrl.get(work.url) ?? 0) + 1);
+  /** Waits for a place to the URL and the throttle's permit, then makes the call. */
+  private async sendInTurn(
+    job: Job<DeliveryJobData>,
+    token: string | undefined,
+    data: DeliveryJobData & { slot: Slot },
+    work: DeliveryWork,
+    limit: number,
+  ): Promise<{ attemptedAt: Date; result: SendResult }> {
+    const { slot } = data;
+    if (!(await this.urlSlots.acquire(work.url))) return this.delay(job, token, data, URL_BUSY_RETRY_MS);
     try {
-      return await this.sender.send(work.url, work.body, {
+      for (;;) {
+        const permit = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, randomUUID());
+        if (permit.granted) break;
+        // In line, or calls bunched up (timing jitter): the wait is short, and the place in line is kept.
+        if (permit.inLine || slot.limit === limit) {
+          await sleep(permit.waitMs);
+          continue;
+        }
+        // The limit was changed since the slot was booked: book one under the current limit and
+        // wait for it in the delayed set, not in a worker slot.
+        const later = await this.throttle.rebookSlot(work.webhookId, work.url, limit, slot);
+        return this.delay(job, token, { ...data, slot: later }, Math.max(later.at - Date.now(), permit.waitMs));
+      }
+      this.options.status.publish([statusEvent(work, 'SENDING', work.attempts + 1)]);
+      const attemptedAt = new Date();
+      const timestamp = Math.floor(attemptedAt.getTime() / 1000);
+      const result = await this.sender.send(work.url, work.body, {
         'webhook-id': work.messageId,
         'webhook-timestamp': String(timestamp),
         'webhook-signature': signMessage(work.signingKeys, work.messageId, timestamp, work.body),
       });
+      return { attemptedAt, result };
     } finally {
-      const left = (this.inFlightByUrl.get(work.url) ?? 1) - 1;
-      if (left === 0) this.inFlightByUrl.delete(work.url);
-      else this.inFlightByUrl.set(work.url, left);
+      this.urlSlots.release(work.url);
     }
   }
 
