@@ -95,6 +95,28 @@ describe('calls that wake up late and bunch together', () => {
     }
   });
 
+  it('are booked per webhook at its own spacing, batch after batch, with places in line per URL', async () => {
+    const client = new Redis(redisUrl);
+    try {
+      const throttle = new Throttle(client, `test-line-${randomUUID()}`);
+      const first = await throttle.reserveSlots([
+        { webhookId: 'a', url: 'u1', limit: 10 },
+        { webhookId: 'b', url: 'u1', limit: 5 },
+        { webhookId: 'a', url: 'u2', limit: 10 },
+        { webhookId: 'a', url: 'u1', limit: 10 },
+        { webhookId: 'b', url: 'u1', limit: 5 },
+      ]);
+      const [next] = await throttle.reserveSlots([{ webhookId: 'a', url: 'u1', limit: 10 }]);
+      // 10/s with the 10% margin: 110 ms apart; 5/s: 220 ms apart, from its own start (within the clocks' rounding and the round trips).
+      const expected = [0, 0, 110, 220, 220, 330];
+      [...first, next!].forEach((slot, index) => expect(Math.abs(slot.at - first[0]!.at - expected[index]!)).toBeLessThanOrEqual(50));
+      expect([...first, next!].map((slot) => slot.ticket)).toEqual([1, 1, 1, 2, 2, 3]);
+      expect([...first, next!].map((slot) => slot.queued)).toEqual([false, false, true, true, true, true]);
+    } finally {
+      client.disconnect();
+    }
+  });
+
   it('do not wait for a predecessor that never comes longer than the grace period', async () => {
     const client = new Redis(redisUrl);
     try {

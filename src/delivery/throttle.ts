@@ -1,19 +1,37 @@
 import type { Redis } from 'ioredis';
 
-// Books the webhook's next free call slot (GCRA): KEYS[1] holds the time the next slot opens,
-// in microseconds (so that limits above 1000/s keep their spacing); Redis' clock serves every
-// process. Also draws the call's place in line for its URL from KEYS[2] (a hash: `next` drawn,
-// `served` sent), which the permit keeps in order. Returns {wait in ms, ticket}.
-const RESERVE_SLOT = `
+// Books the webhook's next free call slots (GCRA), one for each call of a batch, in order: KEYS[1]
+// holds the time the next slot opens, in microseconds (so that limits above 1000/s keep their
+// spacing); Redis' clock serves every process. Also draws each call's place in line for its URL
+// (KEYS[2..]: hashes, `next` drawn, `served` sent), which the permit keeps in order. ARGV: the
+// spacing, the lines' time to live, then for each call the index of its URL's line among KEYS[2..].
+// Returns {wait in ms, ticket} for each call, flattened.
+const RESERVE_SLOTS = `
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
 local interval = tonumber(ARGV[1])
-local next_free = tonumber(redis.call('GET', KEYS[1]) or '0')
-local slot = math.max(next_free, now)
-redis.call('SET', KEYS[1], string.format('%.0f', slot + interval), 'PX', math.ceil((slot + interval - now) / 1000) + 1000)
-local ticket = redis.call('HINCRBY', KEYS[2], 'next', 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return {math.floor((slot - now) / 1000), ticket}
+local calls = #ARGV - 2
+local first = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+local next_free = first + interval * calls
+redis.call('SET', KEYS[1], string.format('%.0f', next_free), 'PX', math.ceil((next_free - now) / 1000) + 1000)
+local per_line = {}
+for i = 3, #ARGV do
+  local line = tonumber(ARGV[i])
+  per_line[line] = (per_line[line] or 0) + 1
+end
+local ticket = {}
+for line, count in pairs(per_line) do
+  ticket[line] = redis.call('HINCRBY', KEYS[line + 1], 'next', count) - count + 1
+  redis.call('PEXPIRE', KEYS[line + 1], ARGV[2])
+end
+local result = {}
+for i = 3, #ARGV do
+  local line = tonumber(ARGV[i])
+  result[#result + 1] = math.floor((first + interval * (i - 3) - now) / 1000)
+  result[#result + 1] = ticket[line]
+  ticket[line] = ticket[line] + 1
+end
+return result
 `;
 
 // The strict guard at send time. First the line: a call whose predecessors to the same URL
@@ -99,7 +117,7 @@ export class Throttle {
     private readonly redis: Redis,
     private readonly prefix: string,
   ) {
-    redis.defineCommand('gwReserveSlot', { numberOfKeys: 2, lua: RESERVE_SLOT });
+    redis.defineCommand('gwReserveSlots', { lua: RESERVE_SLOTS }); // as many keys as the batch has URLs
     redis.defineCommand('gwAcquirePermit', { numberOfKeys: 2, lua: ACQUIRE_PERMIT });
     redis.defineCommand('gwLeaveLine', { numberOfKeys: 1, lua: LEAVE_LINE });
   }
@@ -110,22 +128,41 @@ export class Throttle {
     return slot!;
   }
 
-  /** Books slots for many calls at once, in the order given (one round trip). */
+  /**
+   * Books slots for many calls at once, each webhook's in the order given: one script per
+   * webhook (its calls' slots and places in line drawn together), all in one round trip.
+   */
   async reserveSlots(requests: readonly { webhookId: string; url: string; limit: number }[]): Promise<Slot[]> {
+    const groups = new Map<string, { webhookId: string; limit: number; lines: Map<string, number>; indexes: number[] }>();
+    requests.forEach(({ webhookId, url, limit }, index) => {
+      const groupKey = `${webhookId}\u0000${limit}`;
+      let group = groups.get(groupKey);
+      if (!group) groups.set(groupKey, (group = { webhookId, limit, lines: new Map(), indexes: [] }));
+      if (!group.lines.has(url)) group.lines.set(url, group.lines.size + 1);
+      group.indexes.push(index);
+    });
     const pipeline = this.redis.pipeline() as unknown as {
-      gwReserveSlot(slotKey: string, lineKey: string, interval: number, lineTtlMs: number): void;
+      gwReserveSlots(numberOfKeys: number, ...keysAndArgs: (string | number)[]): void;
       exec(): Promise<[Error | null, unknown][] | null>;
     };
-    for (const { webhookId, url, limit } of requests) {
-      pipeline.gwReserveSlot(this.slotKey(webhookId), this.lineKey(webhookId, url), this.slotInterval(limit), LINE_TTL_MS);
+    for (const { webhookId, limit, lines, indexes } of groups.values()) {
+      const lineKeys = [...lines.keys()].map((url) => this.lineKey(webhookId, url));
+      const lineOfCall = indexes.map((index) => lines.get(requests[index]!.url)!);
+      pipeline.gwReserveSlots(1 + lineKeys.length, this.slotKey(webhookId), ...lineKeys, this.slotInterval(limit), LINE_TTL_MS, ...lineOfCall);
     }
     const now = Date.now();
     const results = (await pipeline.exec()) ?? [];
-    return results.map(([error, reply], index) => {
+    const slots: Slot[] = new Array(requests.length);
+    [...groups.values()].forEach(({ limit, indexes }, groupIndex) => {
+      const [error, reply] = results[groupIndex]!;
       if (error) throw error;
-      const [wait, ticket] = reply as [number, number];
-      return { at: now + Number(wait), ticket: Number(ticket), limit: requests[index]!.limit, queued: Number(wait) > SLOT_SLACK_MS };
+      const pairs = reply as number[];
+      indexes.forEach((index, position) => {
+        const wait = Number(pairs[position * 2]);
+        slots[index] = { at: now + wait, ticket: Number(pairs[position * 2 + 1]), limit, queued: wait > SLOT_SLACK_MS };
+      });
     });
+    return slots;
   }
 
   /**
