@@ -34,36 +34,45 @@ end
 return result
 `;
 
-// The strict guard at send time. First the line: a call whose predecessors to the same URL
-// (KEYS[2]) have not all gone waits for them, unless it need not (ARGV[5] = 1: it did not queue
-// for its slot, or it is overdue, since a predecessor that is gone or stuck must not hold the line). Then the window: a log of the calls of the last
-// window (KEYS[1]); a call is allowed while fewer than `limit` are in it, else the answer is how
-// long until the oldest leaves. Returns 0 (allowed, and counted) or the ms to wait.
-const ACQUIRE_PERMIT = `
-local ticket = tonumber(ARGV[4])
-if ticket > 0 and ARGV[5] == '0' then
-  local served = tonumber(redis.call('HGET', KEYS[2], 'served') or '0')
-  if ticket > served + 1 then return -1 end
-end
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+// The strict guard at send time, for the calls of one webhook asked for in the same tick, in
+// order. First the line: a call whose predecessors to the same URL (KEYS[2..], its index in
+// ARGV) have not all gone waits for them, unless it need not (it did not queue for its slot, or
+// it is overdue, since a predecessor that is gone or stuck must not hold the line). Then the
+// window: a log of the calls of the last window (KEYS[1]); a call is allowed while fewer than
+// `limit` are in it, else the answer is how long until the oldest leaves. ARGV: limit, window,
+// the lines' time to live, then per call: line index, ticket, may overtake (1/0), log member.
+// Returns per call 0 (allowed, and counted), -1 (in line) or the ms to wait.
+const ACQUIRE_PERMITS = `
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  if ticket > 0 then
-    local served = tonumber(redis.call('HGET', KEYS[2], 'served') or '0')
-    if ticket > served then
-      redis.call('HSET', KEYS[2], 'served', ticket)
-      redis.call('PEXPIRE', KEYS[2], ARGV[6])
+local count = redis.call('ZCARD', KEYS[1])
+local served = {}
+local result = {}
+for i = 4, #ARGV, 4 do
+  local line = tonumber(ARGV[i]) + 1
+  local ticket = tonumber(ARGV[i + 1])
+  if served[line] == nil then served[line] = tonumber(redis.call('HGET', KEYS[line], 'served') or '0') end
+  if ticket > 0 and ARGV[i + 2] == '0' and ticket > served[line] + 1 then
+    result[#result + 1] = -1
+  elseif count < limit then
+    redis.call('ZADD', KEYS[1], now, ARGV[i + 3])
+    redis.call('PEXPIRE', KEYS[1], window)
+    count = count + 1
+    if ticket > served[line] then
+      served[line] = ticket
+      redis.call('HSET', KEYS[line], 'served', ticket)
+      redis.call('PEXPIRE', KEYS[line], ARGV[3])
     end
+    result[#result + 1] = 0
+  else
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    result[#result + 1] = math.max(1, tonumber(oldest[2]) + window - now)
   end
-  return 0
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now)
+return result
 `;
 
 // A call that gives up its place (to book a later slot) lets its successors in line go.
@@ -78,6 +87,15 @@ return 0
 
 /** Whether a call may go now; if not, how long to wait and why. */
 export type Permit = { granted: true } | { granted: false; waitMs: number; inLine: boolean };
+
+interface PermitCall {
+  url: string;
+  ticket: number;
+  mayOvertake: boolean;
+  callId: string;
+  resolve(permit: Permit): void;
+  reject(error: unknown): void;
+}
 
 /** A booked call slot: when it opens (ms, this process' clock) and its place in line for its URL. */
 export interface Slot {
@@ -113,12 +131,16 @@ export class Throttle {
   /** How long past its slot a call waits for an earlier call to its URL before going anyway. */
   static readonly LINE_GRACE_MS = 2000;
 
+  /** Permits asked for in this tick, per webhook and limit. */
+  private readonly asked = new Map<string, { webhookId: string; limit: number; calls: PermitCall[] }>();
+  private askScheduled = false;
+
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
   ) {
     redis.defineCommand('gwReserveSlots', { lua: RESERVE_SLOTS }); // as many keys as the batch has URLs
-    redis.defineCommand('gwAcquirePermit', { numberOfKeys: 2, lua: ACQUIRE_PERMIT });
+    redis.defineCommand('gwAcquirePermits', { lua: ACQUIRE_PERMITS }); // as many keys as the calls have URLs
     redis.defineCommand('gwLeaveLine', { numberOfKeys: 1, lua: LEAVE_LINE });
   }
 
@@ -167,37 +189,64 @@ export class Throttle {
 
   /**
    * Asks whether the call may go now (and counts it if so). If not, it waits in line for its
-   * predecessors to the same URL (`inLine`), or for room in the webhook's window.
+   * predecessors to the same URL (`inLine`), or for room in the webhook's window. The calls
+   * asked for in one tick travel together: one script per webhook, one round trip.
    */
-  async acquirePermit(webhookId: string, url: string, limit: number, slot: Slot, callId: string): Promise<Permit> {
+  acquirePermit(webhookId: string, url: string, limit: number, slot: Slot, callId: string): Promise<Permit> {
+    const mayOvertake = !slot.queued || Date.now() > slot.at + Throttle.LINE_GRACE_MS;
+    return new Promise((resolve, reject) => {
+      const groupKey = `${webhookId}\u0000${limit}`;
+      let group = this.asked.get(groupKey);
+      if (!group) this.asked.set(groupKey, (group = { webhookId, limit, calls: [] }));
+      group.calls.push({ url, ticket: slot.ticket, mayOvertake, callId, resolve, reject });
+      if (!this.askScheduled) {
+        this.askScheduled = true;
+        setImmediate(() => void this.askForPermits());
+      }
+    });
+  }
+
+  private async askForPermits(): Promise<void> {
+    this.askScheduled = false;
+    const groups = [...this.asked.values()];
+    this.asked.clear();
     const window = Math.ceil(Throttle.WINDOW_MS * (1 + Throttle.MARGIN));
-    const mayOvertake = !slot.queued || Date.now() > slot.at + Throttle.LINE_GRACE_MS ? 1 : 0;
-    const command = this.redis as unknown as {
-      gwAcquirePermit(
-        callsKey: string,
-        lineKey: string,
-        limit: number,
-        window: number,
-        member: string,
-        ticket: number,
-        mayOvertake: number,
-        lineTtlMs: number,
-      ): Promise<number>;
+    const pipeline = this.redis.pipeline() as unknown as {
+      gwAcquirePermits(numberOfKeys: number, ...keysAndArgs: (string | number)[]): void;
+      exec(): Promise<[Error | null, unknown][] | null>;
     };
-    const wait = await command.gwAcquirePermit(
-      `${this.prefix}:calls:${webhookId}`,
-      this.lineKey(webhookId, url),
-      limit,
-      window,
-      callId,
-      slot.ticket,
-      mayOvertake,
-      LINE_TTL_MS,
-    );
-    if (wait === 0) return { granted: true };
-    // In line: ask again soon, the predecessor is due within a slot.
-    if (wait < 0) return { granted: false, waitMs: Math.max(5, Math.min(50, this.slotInterval(limit) / 2000)), inLine: true };
-    return { granted: false, waitMs: wait, inLine: false };
+    for (const { webhookId, limit, calls } of groups) {
+      // A line's calls in ticket order, so that one asked for with its predecessor goes right after it.
+      calls.sort((a, b) => (a.url === b.url ? a.ticket - b.ticket : a.url < b.url ? -1 : 1));
+      const lines = [...new Set(calls.map((call) => call.url))];
+      const lineIndex = new Map(lines.map((url, index) => [url, index + 1]));
+      const perCall = calls.flatMap((call) => [lineIndex.get(call.url)!, call.ticket, call.mayOvertake ? 1 : 0, call.callId]);
+      pipeline.gwAcquirePermits(
+        1 + lines.length,
+        `${this.prefix}:calls:${webhookId}`,
+        ...lines.map((url) => this.lineKey(webhookId, url)),
+        limit,
+        window,
+        LINE_TTL_MS,
+        ...perCall,
+      );
+    }
+    try {
+      const results = (await pipeline.exec()) ?? [];
+      groups.forEach(({ limit, calls }, index) => {
+        const [error, reply] = results[index] ?? [new Error('no reply')];
+        calls.forEach((call, position) => {
+          if (error) return call.reject(error);
+          const wait = Number((reply as number[])[position]);
+          if (wait === 0) call.resolve({ granted: true });
+          // In line: ask again soon, the predecessor is due within a slot.
+          else if (wait < 0) call.resolve({ granted: false, waitMs: Math.max(5, Math.min(50, this.slotInterval(limit) / 2000)), inLine: true });
+          else call.resolve({ granted: false, waitMs: wait, inLine: false });
+        });
+      });
+    } catch (error) {
+      for (const { calls } of groups) for (const call of calls) call.reject(error);
+    }
   }
 
   /** Gives up the slot's place in line: the calls after it need not wait for it. */
