@@ -97,6 +97,10 @@ export class DeliveryLoader {
   }
 
   private async fetch(ids: number[]): Promise<Map<number, DeliveryWork>> {
+    // The ids go in the statement's text: a statement without parameters takes one round trip
+    // (with one, postgres.js first asks Postgres for the parameter types), and is planned for
+    // these ids (a prepared statement's generic plan measured slower here).
+    if (!ids.every(Number.isSafeInteger)) throw new Error('delivery ids must be integers');
     const rows = await queryRows<WorkRow>(
       this.db,
       sql`select d.id as delivery_id, d.generation, d.status, d.attempts, d.url, d.message_id,
@@ -105,7 +109,7 @@ export class DeliveryLoader {
           from webhook_gateway.deliveries d
           join webhook_gateway.messages m on m.id = d.message_id
           join webhook_gateway.webhooks w on w.id = d.webhook_id
-          where d.id = any(${sql.param(ids)}::bigint[])`,
+          where d.id = any('{${sql.raw(ids.join(','))}}'::bigint[])`,
     );
     return new Map(
       rows.map((row) => [
