@@ -49,6 +49,12 @@ export class UrlSlots {
     });
   }
 
+  /** How long since a call to the URL last finished or started, while all its places are taken (else 0). */
+  stalledFor(url: string): number {
+    const state = this.byUrl.get(url);
+    return state && state.inFlight >= this.perUrl ? Date.now() - state.movedAt : 0;
+  }
+
   /** Gives the place up: to the first waiter, if any. */
   release(url: string): void {
     const state = this.byUrl.get(url);

@@ -22,7 +22,8 @@ export const WORKER_CONCURRENCY = 200;
 export const PER_URL_CONCURRENCY = 50;
 /** A URL none of whose calls finished for this long is taken for hanging: calls waiting for it go back to the queue. */
 const URL_STALL_MS = 500;
-const URL_BUSY_RETRY_MS = 250;
+/** Calls sent back from a hanging URL try again after as long as it has hung, within these bounds. */
+const URL_BUSY_RETRY_MS = { min: 250, max: 5000 };
 const STOP_GRACE_MS = 15_000;
 
 export interface DeliveryWorkerOptions {
@@ -146,7 +147,10 @@ export class DeliveryWorker {
     limit: number,
   ): Promise<{ attemptedAt: Date; result: SendResult }> {
     const { slot } = data;
-    if (!(await this.urlSlots.acquire(work.url))) return this.delay(job, token, data, URL_BUSY_RETRY_MS);
+    if (!(await this.urlSlots.acquire(work.url))) {
+      const { min, max } = URL_BUSY_RETRY_MS;
+      return this.delay(job, token, data, Math.min(max, Math.max(min, this.urlSlots.stalledFor(work.url))));
+    }
     try {
       for (;;) {
         const permit = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, randomUUID());
