@@ -122,8 +122,11 @@ export async function startTestGateway(env: Record<string, string> = {}, databas
     request,
     graphql: (query, variables, token) => request('POST', '/graphql', { token, body: { query, variables } }),
     async stop() {
-      await gateway.stop();
-      await database.drop();
+      try {
+        await gateway.stop();
+      } finally {
+        await database.drop(); // also when stopping failed: no test database is left behind
+      }
     },
   };
 }
