@@ -58,6 +58,13 @@ it('holds CallThrottling across two worker processes, in order, without slowing 
 describe('calls that wake up late and bunch together', () => {
   const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
+  /** Deletes what a test wrote under its prefix (the lines live a day), then disconnects. */
+  async function cleanUp(client: Redis, prefix: string): Promise<void> {
+    const keys = await client.keys(`${prefix}:*`);
+    if (keys.length > 0) await client.del(...keys);
+    client.disconnect();
+  }
+
   /** Asks for permits for every slot at once, from two connections (two processes), in the order given. */
   async function sendAll(slots: readonly (Slot & { url: string })[], throttles: Throttle[]): Promise<(Slot & { url: string })[]> {
     const sent: (Slot & { url: string })[] = [];
@@ -91,14 +98,16 @@ describe('calls that wake up late and bunch together', () => {
       expect(order('https://receiver/0')).toEqual([1, 2, 3, 4, 5, 6]);
       expect(order('https://receiver/1')).toEqual([1, 2, 3, 4, 5, 6]);
     } finally {
-      for (const client of clients) client.disconnect();
+      await cleanUp(clients[0]!, prefix);
+      clients[1]!.disconnect();
     }
   });
 
   it('are booked per webhook at its own spacing, batch after batch, with places in line per URL', async () => {
     const client = new Redis(redisUrl);
+    const prefix = `test-line-${randomUUID()}`;
     try {
-      const throttle = new Throttle(client, `test-line-${randomUUID()}`);
+      const throttle = new Throttle(client, prefix);
       const first = await throttle.reserveSlots([
         { webhookId: 'a', url: 'u1', limit: 10 },
         { webhookId: 'b', url: 'u1', limit: 5 },
@@ -113,14 +122,15 @@ describe('calls that wake up late and bunch together', () => {
       expect([...first, next!].map((slot) => slot.ticket)).toEqual([1, 1, 1, 2, 2, 3]);
       expect([...first, next!].map((slot) => slot.queued)).toEqual([false, false, true, true, true, true]);
     } finally {
-      client.disconnect();
+      await cleanUp(client, prefix);
     }
   });
 
   it('do not wait for a predecessor that never comes longer than the grace period', async () => {
     const client = new Redis(redisUrl);
+    const prefix = `test-line-${randomUUID()}`;
     try {
-      const throttle = new Throttle(client, `test-line-${randomUUID()}`);
+      const throttle = new Throttle(client, prefix);
       const booked = await throttle.reserveSlots(Array.from({ length: 3 }, () => ({ webhookId: 'hook', url: 'u', limit: 10 })));
       // The first call's job is gone (its webhook deleted, say): the others go after the grace period, in order.
       const started = Date.now();
@@ -131,7 +141,7 @@ describe('calls that wake up late and bunch together', () => {
       expect(sent.map((slot) => slot.ticket)).toEqual([2, 3]);
       expect(Date.now() - started).toBeGreaterThanOrEqual(Throttle.LINE_GRACE_MS - 50);
     } finally {
-      client.disconnect();
+      await cleanUp(client, prefix);
     }
   });
 });

@@ -83,8 +83,14 @@ export async function parseResponse(response: Response): Promise<HttpResult> {
  */
 export async function startTestGateway(env: Record<string, string> = {}, databaseUrl?: string): Promise<TestGateway> {
   const database = databaseUrl ? { url: databaseUrl, drop: async () => {} } : await createTestDatabase();
-  const config = loadConfig({ DATABASE_URL: database.url, PORT: '0', LOG_LEVEL: 'silent', ...env });
-  const gateway = await startGateway(config, createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
+  let gateway: Gateway;
+  try {
+    const config = loadConfig({ DATABASE_URL: database.url, PORT: '0', LOG_LEVEL: 'silent', ...env });
+    gateway = await startGateway(config, createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
+  } catch (error) {
+    await database.drop(); // a test that expects the start to fail leaves no database behind
+    throw error;
+  }
   const url = gateway.url;
 
   const request: TestGateway['request'] = async (method, path, options = {}) => {
