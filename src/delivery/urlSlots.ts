@@ -34,18 +34,21 @@ export class UrlSlots {
       state.movedAt = now;
       return Promise.resolve(true);
     }
-    const wait = state.movedAt + this.stallMs - now;
-    if (wait <= 0) return Promise.resolve(false);
-    const { waiters } = state;
+    if (state.movedAt + this.stallMs <= now) return Promise.resolve(false);
+    const waiting = state;
     return new Promise((resolve) => {
-      const waiter = {
-        grant: () => resolve(true),
-        timer: setTimeout(() => {
-          waiters.splice(waiters.indexOf(waiter), 1);
-          resolve(false);
-        }, wait),
+      // Gives up only once the URL's calls stopped moving, however long the line ahead.
+      const giveUpIfStalled = () => {
+        const left = waiting.movedAt + this.stallMs - Date.now();
+        if (left > 0) {
+          waiter.timer = setTimeout(giveUpIfStalled, left);
+          return;
+        }
+        waiting.waiters.splice(waiting.waiters.indexOf(waiter), 1);
+        resolve(false);
       };
-      waiters.push(waiter);
+      const waiter = { grant: () => resolve(true), timer: setTimeout(giveUpIfStalled, waiting.movedAt + this.stallMs - now) };
+      waiting.waiters.push(waiter);
     });
   }
 
