@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { describe, expect, it } from 'vitest';
 import { Throttle, type Slot } from '../src/delivery/throttle';
-import { startTestGateway } from './support/gateway';
+import { deleteKeys, startTestGateway } from './support/gateway';
 import { spawnGateway, type GatewayProcess } from './support/process';
 import { maxInWindow, Receiver } from './support/receiver';
 import { waitFor } from './support/wait';
@@ -60,8 +60,7 @@ describe('calls that wake up late and bunch together', () => {
 
   /** Deletes what a test wrote under its prefix (the lines live a day), then disconnects. */
   async function cleanUp(client: Redis, prefix: string): Promise<void> {
-    const keys = await client.keys(`${prefix}:*`);
-    if (keys.length > 0) await client.del(...keys);
+    await deleteKeys(client, `${prefix}:*`);
     client.disconnect();
   }
 

@@ -55,15 +55,20 @@ async function deleteInstallationKeys(databaseUrl: string): Promise<void> {
   if (!rows[0]) return;
   const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: 1 });
   try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `webhook-gateway:${rows[0].id}:*`, 'COUNT', 1000);
-      if (keys.length > 0) await redis.unlink(...keys);
-      cursor = next;
-    } while (cursor !== '0');
+    await deleteKeys(redis, `webhook-gateway:${rows[0].id}:*`);
   } finally {
     redis.disconnect();
   }
+}
+
+/** Deletes the Redis keys matching `pattern` (a test's or an installation's, by their prefix). */
+export async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    if (keys.length > 0) await redis.unlink(...keys);
+    cursor = next;
+  } while (cursor !== '0');
 }
 
 export async function parseResponse(response: Response): Promise<HttpResult> {
