@@ -106,6 +106,16 @@ describe('delivery', () => {
     expect(new Set(calls.map((call) => call.headers['webhook-id'])).size).toBe(1); // one message, deduplicable
   });
 
+  it('logs an answer whose body holds NUL bytes, which Postgres text cannot store', async () => {
+    const path = `/binary-${counter + 1}`;
+    receiver.script(path, { status: 200, body: 'ok\u0000\u0000done' });
+    const { table } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) values ('binary')`);
+    const calls = await waitFor(async () => (receiver.callsTo(path).length >= 1 ? receiver.callsTo(path) : undefined));
+    const delivered = await waitForStatus(calls[0]!.headers['webhook-id'] as string, 'SUCCEEDED');
+    expect(delivered.attempts.map((attempt: any) => [attempt.succeeded, attempt.responseBody])).toEqual([[true, 'ok\uFFFD\uFFFDdone']]);
+  });
+
   it('honours Retry-After on 429', async () => {
     const path = `/busy-${counter + 1}`;
     receiver.script(path, { status: 429, headers: { 'retry-after': '2' } });

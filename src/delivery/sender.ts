@@ -13,7 +13,7 @@ export interface SendResult {
   httpStatus?: number;
   durationMs: number;
   error?: string;
-  /** The first 4 KB of the response body. */
+  /** The first 4 KB of the response body (NUL characters replaced by U+FFFD). */
   responseBody?: string;
   retryAfter?: string;
 }
@@ -105,7 +105,8 @@ async function readStart(body: AsyncIterable<Buffer> & { destroy(): void }): Pro
       break;
     }
   }
-  return Buffer.concat(chunks).subarray(0, RESPONSE_BODY_LIMIT).toString('utf8');
+  // Postgres text cannot hold NUL: one in the answer would make its attempt (and its batch) unstorable.
+  return Buffer.concat(chunks).subarray(0, RESPONSE_BODY_LIMIT).toString('utf8').replaceAll('\u0000', '\uFFFD');
 }
 
 function describe(error: unknown, timeoutMs: number): string {

@@ -12,6 +12,8 @@ export interface Reply {
   status: number;
   headers?: Record<string, string>;
   delayMs?: number;
+  /** The answer's body; `status <code>` when not given. */
+  body?: string;
 }
 
 /** A real HTTP server that records every call and answers as told, per path. */
@@ -33,7 +35,7 @@ export class Receiver {
         const answer = () => {
           if (response.destroyed) return;
           response.writeHead(reply.status, { 'content-type': 'text/plain', ...reply.headers });
-          response.end(`status ${reply.status}`);
+          response.end(reply.body ?? `status ${reply.status}`);
         };
         if (reply.delayMs) setTimeout(answer, reply.delayMs);
         else answer();
