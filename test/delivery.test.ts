@@ -106,6 +106,21 @@ describe('delivery', () => {
     expect(new Set(calls.map((call) => call.headers['webhook-id'])).size).toBe(1); // one message, deduplicable
   });
 
+  it('gives up a call that is still answering after DELIVERY_TIMEOUT_MS, and retries it', async () => {
+    const path = `/drip-${counter + 1}`;
+    // A byte every 200 ms keeps undici's own idle timeouts from firing: only the call's deadline ends it.
+    receiver.script(path, { status: 200, dripMs: 200 });
+    const { table } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) values ('slow')`);
+    const calls = await waitFor(async () => (receiver.callsTo(path).length >= 2 ? receiver.callsTo(path) : undefined));
+    const delivered = await waitForStatus(calls[0]!.headers['webhook-id'] as string, 'SUCCEEDED');
+    expect(delivered.attempts.map((attempt: any) => [attempt.attempt, attempt.succeeded, attempt.error])).toEqual([
+      [1, false, 'no answer within 2000 ms'],
+      [2, true, null],
+    ]);
+    expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(2000);
+  });
+
   it('logs an answer whose body holds NUL bytes, which Postgres text cannot store', async () => {
     const path = `/binary-${counter + 1}`;
     receiver.script(path, { status: 200, body: 'ok\u0000\u0000done' });

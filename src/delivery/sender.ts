@@ -1,10 +1,13 @@
 import { lookup, type LookupAddress, type LookupOptions } from 'node:dns';
+import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { Agent, request } from 'undici';
 import { isForbiddenAddress } from '../net/addresses';
 
 export const MAX_BODY_BYTES = 10 * 1024 * 1024;
 export const RESPONSE_BODY_LIMIT = 4096;
+/** How often calls past their deadline are looked for: a call is given up at most this late. */
+const DEADLINE_SWEEP_MS = 100;
 
 export interface SendResult {
   ok: boolean;
@@ -42,6 +45,15 @@ function guardedLookup(hostname: string, options: LookupOptions, callback: Looku
 /** Sends webhook calls: pooled keep-alive connections, a timeout, no redirects, SSRF checks. */
 export class Sender {
   private readonly agent: Agent;
+  /**
+   * The calls in flight and when each is given up, in the order they started (one timeout for
+   * all, so also in deadline order). undici's own timeouts restart with each chunk a receiver
+   * reads or sends; this deadline bounds the whole call. One timer sweeps them all: a timer per
+   * call (AbortSignal.timeout), or even an AbortController per call, cost more than the rest of
+   * sending did.
+   */
+  private readonly deadlines = new Map<CallSignal, number>();
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly options: { timeoutMs: number; allowPrivateTargets: boolean; userAgent: string },
@@ -65,15 +77,18 @@ export class Sender {
     if (!this.options.allowPrivateTargets && isIP(host) && isForbiddenAddress(host)) {
       return { ok: false, permanent: true, durationMs: 0, error: `${host} is a loopback, private or reserved address; not sent` };
     }
+    const deadline = new CallSignal();
+    this.deadlines.set(deadline, started + this.options.timeoutMs);
+    this.sweeper ??= setInterval(() => this.sweep(), DEADLINE_SWEEP_MS);
     try {
       const response = await request(url, {
         method: 'POST',
         dispatcher: this.agent,
         headers: { 'content-type': 'application/json', 'user-agent': this.options.userAgent, ...headers },
         body,
-        signal: AbortSignal.timeout(this.options.timeoutMs),
+        signal: deadline,
       });
-      const responseBody = await readStart(response.body);
+      const responseBody = EMPTY_STATUSES.has(response.statusCode) ? await emptied(response.body) : await readStart(response.body);
       const ok = response.statusCode >= 200 && response.statusCode < 300;
       const retryAfter = response.headers['retry-after'];
       return {
@@ -86,12 +101,47 @@ export class Sender {
       };
     } catch (error) {
       return { ok: false, durationMs: elapsed(), error: describe(error, this.options.timeoutMs) };
+    } finally {
+      this.deadlines.delete(deadline);
     }
   }
 
+  private sweep(): void {
+    const now = performance.now();
+    for (const [call, deadline] of this.deadlines) {
+      if (deadline > now) return;
+      this.deadlines.delete(call);
+      call.abort(new DOMException('the call took too long', 'TimeoutError'));
+    }
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
+
   close(): Promise<void> {
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
     return this.agent.close();
   }
+}
+
+/** What undici accepts as an abort signal (an emitter with `aborted` and `reason`), without EventTarget's cost. */
+class CallSignal extends EventEmitter {
+  aborted = false;
+  reason: Error | undefined;
+
+  abort(reason: Error): void {
+    this.aborted = true;
+    this.reason = reason;
+    this.emit('abort');
+  }
+}
+
+/** Answers that have no body: it is read to the end (keeping the connection usable), not collected. */
+const EMPTY_STATUSES = new Set([204, 205, 304]);
+
+async function emptied(body: { dump(): Promise<void> }): Promise<string> {
+  await body.dump();
+  return '';
 }
 
 async function readStart(body: AsyncIterable<Buffer> & { destroy(): void }): Promise<string> {

@@ -77,6 +77,18 @@ export class StatusPublisher {
   }
 }
 
+let formattedMs = 0;
+let formatted = '';
+/** Now in the API's format; changes come by the thousand per second, so it is formatted once per millisecond. */
+function formattedNow(): string {
+  const ms = Date.now();
+  if (ms !== formattedMs) {
+    formattedMs = ms;
+    formatted = formatApiDate(new Date(ms));
+  }
+  return formatted;
+}
+
 /** The fields a status change shares with the delivery it is about. */
 export interface DeliveryIdentity {
   messageId: string;
@@ -102,6 +114,6 @@ export function statusEvent(
     durationMs: details.durationMs ?? null,
     error: details.error ?? null,
     nextAttemptAt: details.nextAttemptAt ? formatApiDate(details.nextAttemptAt) : null,
-    at: formatApiDate(new Date()),
+    at: formattedNow(),
   };
 }

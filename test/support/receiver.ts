@@ -14,6 +14,8 @@ export interface Reply {
   delayMs?: number;
   /** The answer's body; `status <code>` when not given. */
   body?: string;
+  /** Sends the head, then one byte of body this often, never ending (a receiver that stalls mid-answer). */
+  dripMs?: number;
 }
 
 /** A real HTTP server that records every call and answers as told, per path. */
@@ -35,6 +37,12 @@ export class Receiver {
         const answer = () => {
           if (response.destroyed) return;
           response.writeHead(reply.status, { 'content-type': 'text/plain', ...reply.headers });
+          if (reply.dripMs) {
+            response.flushHeaders();
+            const drip = setInterval(() => response.write('.'), reply.dripMs);
+            response.on('close', () => clearInterval(drip));
+            return;
+          }
           response.end(reply.body ?? `status ${reply.status}`);
         };
         if (reply.delayMs) setTimeout(answer, reply.delayMs);
