@@ -289,3 +289,85 @@ describe('retention', () => {
     expect((await message(recent)).attempts).toHaveLength(1);
   });
 });
+
+describe('attempt log', () => {
+  /** A multicast message delivered to both URLs, and its two deliveries (ordered by URL). */
+  async function deliveredTwice(prefix: string) {
+    const { table, webhook } = await setup([`${prefix}/a`, `${prefix}/b`]);
+    await app.unsafe(`insert into "${table}" (note) values ('twice')`);
+    const [call] = await waitFor(async () => (receiver.callsTo(`${prefix}/a`).length === 1 ? receiver.callsTo(`${prefix}/a`) : undefined));
+    const messageId = call!.headers['webhook-id'] as string;
+    await waitForStatus(messageId, 'SUCCEEDED');
+    const rows = await app<{ id: string; url: string; event_id: string }[]>`
+      select d.id, d.url, m.event_id from webhook_gateway.deliveries d join webhook_gateway.messages m on m.id = d.message_id
+      where d.message_id = ${messageId} order by d.url`;
+    return { webhook, messageId, rows };
+  }
+
+  async function recorderFor(webhookId: string, messageId: string) {
+    const { AttemptRecorder } = await import('../src/delivery/recorder');
+    const { createLogger } = await import('../src/logger');
+    const recorder = new AttemptRecorder(gw.gateway.database.db, createLogger('silent'));
+    return (row: { id: string; url: string; event_id: string }, attempt: number, result: { ok: boolean; httpStatus: number; error?: string }) =>
+      recorder.record({
+        deliveryId: Number(row.id),
+        generation: 0,
+        messageId,
+        webhookId,
+        eventId: row.event_id,
+        url: row.url,
+        attempt,
+        attemptedAt: new Date(),
+        result: { ...result, durationMs: 5 },
+        status: result.ok ? 'SUCCEEDED' : 'DEAD',
+        nextAttemptAt: null,
+      });
+  }
+
+  it('settles a multicast message whose last two deliveries are recorded at the same time', async () => {
+    const { webhook, messageId, rows } = await deliveredTwice(`/race-${counter + 1}`);
+    const [a, b] = [rows[0]!, rows[1]!];
+    // Both deliveries under way again, the message pending: as before their outcomes came in.
+    await app`update webhook_gateway.deliveries set status = 'SENDING' where message_id = ${messageId}`;
+    await app`update webhook_gateway.messages set status = 'PENDING' where id = ${messageId}`;
+    const [recordA, recordB] = [await recorderFor(webhook.Id, messageId), await recorderFor(webhook.Id, messageId)];
+
+    // b's record starts first and waits on a lock held here; a's is recorded and committed
+    // meanwhile; then b's goes on, still seeing a as under way (its statement began before).
+    let recordedB: Promise<boolean> | undefined;
+    await app.begin(async (tx) => {
+      await tx`select 1 from webhook_gateway.deliveries where id = ${b.id} for update`;
+      recordedB = recordB(b, 2, { ok: true, httpStatus: 200 });
+      await waitFor(async () => {
+        const [row] = await app<[{ n: number }]>`select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'`;
+        return row.n === 1 ? true : undefined;
+      });
+      expect(await recordA(a, 2, { ok: true, httpStatus: 200 })).toBe(true);
+    });
+    expect(await recordedB).toBe(true);
+
+    const [settled] = await app`select status from webhook_gateway.messages where id = ${messageId}`;
+    expect(settled!.status).toBe('SUCCEEDED');
+  });
+
+  it('stores the rest of a batch when Postgres refuses one attempt, and that one without its text', async () => {
+    const { webhook, messageId, rows } = await deliveredTwice(`/refused-${counter + 1}`);
+    // Second attempts for both URLs, recorded in one batch; the second one's error holds a NUL.
+    const record = await recorderFor(webhook.Id, messageId);
+    const applied = await Promise.all([
+      record(rows[0]!, 2, { ok: true, httpStatus: 200 }),
+      record(rows[1]!, 2, { ok: false, httpStatus: 500, error: 'bad\u0000text' }),
+    ]);
+
+    expect(applied).toEqual([true, true]);
+    const logged = (await message(messageId)).attempts
+      .filter((attempt: any) => attempt.attempt === 2)
+      .sort((a: any, b: any) => a.url.localeCompare(b.url));
+    expect(logged.map((attempt: any) => [attempt.url, attempt.succeeded, attempt.httpStatus])).toEqual([
+      [rows[0]!.url, true, 200],
+      [rows[1]!.url, false, 500],
+    ]);
+    expect(logged[1].error).toMatch(/^the attempt's error and answer text could not be stored \(.*0x00/);
+  });
+});

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { queryRows, type Db } from '../db/database';
+import { dataException } from '../db/errors';
 import type { Logger } from '../logger';
 import type { SendResult } from './sender';
 import type { DeliveryStatus } from './tables';
@@ -74,14 +75,37 @@ export class AttemptRecorder {
     }
   }
 
-  private async write(batch: Pending[]): Promise<void> {
+  private async write(batch: Pending[], refusedBefore = false): Promise<void> {
+    let moved: Set<number>;
     try {
-      const moved = await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
-      for (const entry of batch) entry.resolve(moved.has(entry.outcome.deliveryId));
+      moved = await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
     } catch (error) {
+      const refused = dataException(error);
+      if (refused && !refusedBefore) return this.isolate(batch, refused);
       this.log.error({ err: error, attempts: batch.length }, 'recording delivery attempts failed');
       for (const entry of batch) entry.reject(error);
+      return;
     }
+    for (const entry of batch) entry.resolve(moved.has(entry.outcome.deliveryId));
+  }
+
+  /**
+   * Postgres refused a value in the batch (text it cannot store): the other attempts must not
+   * fail with it, and be sent again for it. Each is written on its own; one refused again is
+   * stored without its free text (error, answer), with a note in its place, so that it is
+   * recorded and not sent again and again.
+   */
+  private async isolate(batch: Pending[], refused: Error): Promise<void> {
+    if (batch.length > 1) {
+      await Promise.all(batch.map((entry) => this.write([entry])));
+      return;
+    }
+    const [entry] = batch as [Pending];
+    const { outcome } = entry;
+    this.log.warn({ err: refused.message, deliveryId: outcome.deliveryId }, 'delivery attempt stored without its error and answer text');
+    const note = `the attempt's error and answer text could not be stored (${refused.message})`;
+    const bare = { ...outcome, result: { ...outcome.result, error: note, responseBody: undefined } };
+    await this.write([{ ...entry, outcome: bare }], true);
   }
 }
 
@@ -90,11 +114,15 @@ export class AttemptRecorder {
  * is gone with its webhook), move the deliveries to their new state (unless a redelivery bumped
  * their generation meanwhile), and settle the messages whose deliveries are now all final.
  * The statement's snapshot predates its own update, hence the new states are taken from `moved`.
+ *
+ * A message with several URLs whose last deliveries finish in batches committing at the same
+ * time is settled by neither statement: each sees the other's delivery unfinished. Such messages
+ * (a delivery of theirs just finished, others seemed not to) are looked at again once committed.
  */
 async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<number>> {
   // One array per column: the statement's text is the same for any batch, so Postgres plans it once.
   const column = <T>(pick: (outcome: AttemptOutcome) => T) => sql.param(outcomes.map(pick));
-  const moved = await queryRows<{ id: string | number }>(
+  const rows = await queryRows<{ id: string | number | null; unsettled: string | null }>(
     db,
     sql`
     with outcome as (
@@ -137,8 +165,35 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<n
       update webhook_gateway.messages m set status = settled.status
       from settled where m.id = settled.message_id and m.status <> settled.status
     )
-    select id from moved`,
+    select id, null as unsettled from moved
+    union all
+    select null, message_id from (select message_id from moved where status <> 'RETRY_SCHEDULED' except select message_id from settled) u`,
     { prepared: true },
   );
-  return new Set(moved.map((row) => Number(row.id)));
+  const unsettled = rows.flatMap((row) => (row.unsettled ? [row.unsettled] : []));
+  if (unsettled.length > 0) await settleMessages(db, unsettled);
+  return new Set(rows.flatMap((row) => (row.id === null ? [] : [Number(row.id)])));
+}
+
+/**
+ * Gives messages whose deliveries are all final their final status, from what is committed now.
+ * Run after the recording statement for the messages it may have missed, and by a job that finds
+ * its delivery already final (its worker may have stopped between recording and this).
+ */
+export async function settleMessages(db: Db, messageIds: string[]): Promise<void> {
+  await queryRows(
+    db,
+    sql`
+    with settled as (
+      select message_id,
+        case when bool_and(status = 'SUCCEEDED') then 'SUCCEEDED' when bool_or(status = 'DEAD') then 'FAILED' else 'CANCELLED' end as status
+      from webhook_gateway.deliveries
+      where message_id = any(${sql.param(messageIds)}::uuid[])
+      group by message_id
+      having bool_and(status in ('SUCCEEDED', 'DEAD', 'CANCELLED'))
+    )
+    update webhook_gateway.messages m set status = settled.status
+    from settled where m.id = settled.message_id and m.status <> settled.status`,
+    { prepared: true },
+  );
 }
