@@ -160,14 +160,25 @@ describe('delivery', () => {
     const stats = await gw.request('GET', `/v2/outgoingWebhooks/${webhook.Id}`, { token });
     expect(stats.body).toMatchObject({ Calls: 5, Errors: 5 });
 
-    // Redelivery sends it again; now the receivers answer.
+    // Redelivery sends it again, with the whole schedule: one receiver fails once more, then both answer.
     receiver.answer(gone, { status: 200 });
+    receiver.script(broken, { status: 500 });
     receiver.answer(broken, { status: 200 });
     const redelivered = await gw.graphql(`mutation($id: ID!) { redeliverMessage(id: $id) { status } }`, { id: messageId }, token);
     expect(redelivered.body.data.redeliverMessage.status).toBe('PENDING');
     const succeeded = await waitForStatus(messageId, 'SUCCEEDED');
     expect(succeeded.attempts.filter((attempt: any) => attempt.succeeded)).toHaveLength(2);
     expect(receiver.callsTo(gone)).toHaveLength(2);
+    // A new series of attempts, numbered from 1.
+    const brokenAfter = succeeded.attempts.filter((attempt: any) => attempt.url.endsWith(broken));
+    expect(brokenAfter.map((attempt: any) => [attempt.attempt, attempt.httpStatus])).toEqual([
+      [1, 500],
+      [2, 500],
+      [3, 500],
+      [4, 500],
+      [1, 500],
+      [2, 200],
+    ]);
   });
 
   it('redelivers the failed messages of a webhook since a time, to the URLs that failed', async () => {

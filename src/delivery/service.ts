@@ -22,13 +22,17 @@ export interface DeliveryAttempt {
   responseBody: string | null;
 }
 
-/** Queues the deliveries again under a new generation; the dispatcher hands them to the queue. */
+/**
+ * Queues the deliveries again under a new generation; the dispatcher hands them to the queue.
+ * A new series of attempts: numbered from 1 again, with the whole retry schedule ahead of it.
+ */
 async function requeue(db: Db, where: ReturnType<typeof and>): Promise<void> {
   await db
     .update(deliveries)
     .set({
       status: 'QUEUED',
       generation: sql`${deliveries.generation} + 1`,
+      attempts: 0,
       queued: false,
       nextAttemptAt: new Date(),
       updatedAt: new Date(),
