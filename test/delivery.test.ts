@@ -309,21 +309,26 @@ describe('attempt log', () => {
     const [call] = await waitFor(async () => (receiver.callsTo(`${prefix}/a`).length === 1 ? receiver.callsTo(`${prefix}/a`) : undefined));
     const messageId = call!.headers['webhook-id'] as string;
     await waitForStatus(messageId, 'SUCCEEDED');
-    const rows = await app<{ id: string; url: string; event_id: string }[]>`
-      select d.id, d.url, m.event_id from webhook_gateway.deliveries d join webhook_gateway.messages m on m.id = d.message_id
+    const rows = await app<{ id: string; url: string; event_id: string; message_id: string }[]>`
+      select d.id, d.url, m.event_id, d.message_id from webhook_gateway.deliveries d join webhook_gateway.messages m on m.id = d.message_id
       where d.message_id = ${messageId} order by d.url`;
     return { webhook, messageId, rows };
   }
 
-  async function recorderFor(webhookId: string, messageId: string) {
+  /** Records attempts as a worker does: those recorded together go in one batch. */
+  async function recorderFor(webhookId: string) {
     const { AttemptRecorder } = await import('../src/delivery/recorder');
     const { createLogger } = await import('../src/logger');
     const recorder = new AttemptRecorder(gw.gateway.database.db, createLogger('silent'));
-    return (row: { id: string; url: string; event_id: string }, attempt: number, result: { ok: boolean; httpStatus: number; error?: string }) =>
+    return (
+      row: { id: string; url: string; event_id: string; message_id: string },
+      attempt: number,
+      result: { ok: boolean; httpStatus: number; error?: string },
+    ) =>
       recorder.record({
         deliveryId: Number(row.id),
         generation: 0,
-        messageId,
+        messageId: row.message_id,
         webhookId,
         eventId: row.event_id,
         url: row.url,
@@ -341,7 +346,7 @@ describe('attempt log', () => {
     // Both deliveries under way again, the message pending: as before their outcomes came in.
     await app`update webhook_gateway.deliveries set status = 'SENDING' where message_id = ${messageId}`;
     await app`update webhook_gateway.messages set status = 'PENDING' where id = ${messageId}`;
-    const [recordA, recordB] = [await recorderFor(webhook.Id, messageId), await recorderFor(webhook.Id, messageId)];
+    const [recordA, recordB] = [await recorderFor(webhook.Id), await recorderFor(webhook.Id)];
 
     // b's record starts first and waits on a lock held here; a's is recorded and committed
     // meanwhile; then b's goes on, still seeing a as under way (its statement began before).
@@ -362,10 +367,40 @@ describe('attempt log', () => {
     expect(settled!.status).toBe('SUCCEEDED');
   });
 
+  it('stores the rest of a batch whose other message is deleted with its webhook meanwhile', async () => {
+    const path = `/deleted-${counter + 1}`;
+    const { table, webhook } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) values ('kept'), ('deleted')`);
+    const ids = await waitFor(async () => (receiver.callsTo(path).length === 2 ? receiver.callsTo(path).map((call) => call.headers['webhook-id'] as string) : undefined));
+    await Promise.all(ids.map((id) => waitForStatus(id, 'SUCCEEDED')));
+    const rows = await app<{ id: string; url: string; event_id: string; message_id: string }[]>`
+      select d.id, d.url, m.event_id, d.message_id from webhook_gateway.deliveries d join webhook_gateway.messages m on m.id = d.message_id
+      where d.message_id in ${app(ids)} order by m.seq`;
+    const [kept, deleted] = [rows[0]!, rows[1]!];
+    const record = await recorderFor(webhook.Id);
+
+    // The deletion holds its locks while the batch is written; the batch's statement saw the
+    // message still there, and its foreign key check fails once the deletion commits.
+    const { recorded } = await app.begin(async (tx) => {
+      await tx`delete from webhook_gateway.messages where id = ${deleted.message_id}`;
+      const both = Promise.all([record(kept, 2, { ok: true, httpStatus: 200 }), record(deleted, 2, { ok: true, httpStatus: 200 })]);
+      await waitFor(async () => {
+        const [row] = await app<[{ n: number }]>`select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'`;
+        return row.n >= 1 ? true : undefined;
+      });
+      return { recorded: both }; // not awaited here: the batch waits for this transaction's commit
+    });
+
+    expect(await recorded).toEqual([true, false]);
+    const logged = (await message(kept.message_id)).attempts.map((attempt: any) => attempt.attempt);
+    expect(logged).toEqual([1, 2]);
+  });
+
   it('stores the rest of a batch when Postgres refuses one attempt, and that one without its text', async () => {
     const { webhook, messageId, rows } = await deliveredTwice(`/refused-${counter + 1}`);
     // Second attempts for both URLs, recorded in one batch; the second one's error holds a NUL.
-    const record = await recorderFor(webhook.Id, messageId);
+    const record = await recorderFor(webhook.Id);
     const applied = await Promise.all([
       record(rows[0]!, 2, { ok: true, httpStatus: 200 }),
       record(rows[1]!, 2, { ok: false, httpStatus: 500, error: 'bad\u0000text' }),

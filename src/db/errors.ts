@@ -15,7 +15,7 @@ export function violatedUniqueConstraint(error: unknown): string | undefined {
   return pgError && (pgError.constraint_name ?? pgError.constraint ?? '');
 }
 
-/** Postgres' own error when it refused a value (SQLSTATE class 22: bad encoding, out of range, …), not the connection or the server. */
-export function dataException(error: unknown): Error | undefined {
-  return withState(error, (code) => /^22[0-9A-Z]{3}$/.test(code));
+/** Postgres' own error in the chain (it has a SQLSTATE), as opposed to the connection's or the driver's. */
+export function postgresError(error: unknown): (Error & { code: string }) | undefined {
+  return withState(error, (code) => /^[0-9A-Z]{5}$/.test(code)) as (Error & { code: string }) | undefined;
 }

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { queryRows, type Db } from '../db/database';
-import { dataException } from '../db/errors';
+import { postgresError } from '../db/errors';
 import type { Logger } from '../logger';
 import type { SendResult } from './sender';
 import type { DeliveryStatus } from './tables';
@@ -75,13 +75,12 @@ export class AttemptRecorder {
     }
   }
 
-  private async write(batch: Pending[], refusedBefore = false): Promise<void> {
+  private async write(batch: Pending[], retried = false): Promise<void> {
     let moved: Set<number>;
     try {
       moved = await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
     } catch (error) {
-      const refused = dataException(error);
-      if (refused && !refusedBefore) return this.isolate(batch, refused);
+      if (!retried && (await this.recover(batch, postgresError(error)))) return;
       this.log.error({ err: error, attempts: batch.length }, 'recording delivery attempts failed');
       for (const entry of batch) entry.reject(error);
       return;
@@ -90,22 +89,32 @@ export class AttemptRecorder {
   }
 
   /**
-   * Postgres refused a value in the batch (text it cannot store): the other attempts must not
-   * fail with it, and be sent again for it. Each is written on its own; one refused again is
-   * stored without its free text (error, answer), with a note in its place, so that it is
-   * recorded and not sent again and again.
+   * A batch Postgres turned down for one of its rows must not fail the others (their jobs would
+   * fail and their calls be made again), so it is written again row by row: after a refused value
+   * (class 22, e.g. text it cannot store), a deadlock, or a foreign key violation (the message
+   * deleted with its webhook while the batch was written). A row refused again is stored without
+   * its free text (error, answer), with a note in its place, so that it is recorded and not sent
+   * again and again; a row whose message is gone is dropped, as the statement itself would.
+   * Resolves to whether the batch is taken care of.
    */
-  private async isolate(batch: Pending[], refused: Error): Promise<void> {
+  private async recover(batch: Pending[], refused: (Error & { code: string }) | undefined): Promise<boolean> {
+    if (!refused || !(refused.code.startsWith('22') || ['23503', '40P01', '40001'].includes(refused.code))) return false;
     if (batch.length > 1) {
       await Promise.all(batch.map((entry) => this.write([entry])));
-      return;
+      return true;
     }
     const [entry] = batch as [Pending];
     const { outcome } = entry;
+    if (refused.code === '23503') {
+      entry.resolve(false);
+      return true;
+    }
+    if (!refused.code.startsWith('22')) return false;
     this.log.warn({ err: refused.message, deliveryId: outcome.deliveryId }, 'delivery attempt stored without its error and answer text');
     const note = `the attempt's error and answer text could not be stored (${refused.message})`;
     const bare = { ...outcome, result: { ...outcome.result, error: note, responseBody: undefined } };
     await this.write([{ ...entry, outcome: bare }], true);
+    return true;
   }
 }
 
