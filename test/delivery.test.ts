@@ -367,6 +367,28 @@ describe('attempt log', () => {
     expect(settled!.status).toBe('SUCCEEDED');
   });
 
+  it('does not settle a message again over a redelivery committed meanwhile', async () => {
+    const { settleMessages } = await import('../src/delivery/recorder');
+    const { messageId } = await deliveredTwice(`/resettle-${counter + 1}`);
+    // Its deliveries are done but the message not yet settled; then a redelivery is under way
+    // (as redeliverMessage writes it) while the message is settled.
+    await app`update webhook_gateway.messages set status = 'PENDING' where id = ${messageId}`;
+    const { settling } = await app.begin(async (tx) => {
+      await tx`update webhook_gateway.deliveries set status = 'QUEUED', generation = generation + 1, attempts = 0 where message_id = ${messageId}`;
+      await tx`update webhook_gateway.messages set status = 'PENDING' where id = ${messageId}`;
+      const settling = settleMessages(gw.gateway.database.db, [messageId]);
+      await waitFor(async () => {
+        const [row] = await app<[{ n: number }]>`select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'`;
+        return row.n >= 1 ? true : undefined;
+      });
+      return { settling };
+    });
+    await settling;
+    const [row] = await app`select status from webhook_gateway.messages where id = ${messageId}`;
+    expect(row!.status).toBe('PENDING');
+  });
+
   it('stores the rest of a batch whose other message is deleted with its webhook meanwhile', async () => {
     const path = `/deleted-${counter + 1}`;
     const { table, webhook } = await setup([path]);

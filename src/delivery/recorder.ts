@@ -153,11 +153,11 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<n
     ),
     moved as (
       update webhook_gateway.deliveries d set
-        status = o.status, attempts = greatest(d.attempts, o.attempt),
+        status = o.status, attempts = o.attempt,
         next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
         last_http_status = o.http_status, last_error = o.error, updated_at = now()
       from outcome o
-      where d.id = o.delivery_id and d.generation = o.generation
+      where d.id = o.delivery_id and d.generation = o.generation and d.attempts < o.attempt
       returning d.id, d.message_id, o.status
     ),
     settled as (
@@ -188,21 +188,23 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<n
  * Gives messages whose deliveries are all final their final status, from what is committed now.
  * Run after the recording statement for the messages it may have missed, and by a job that finds
  * its delivery already final (its worker may have stopped between recording and this).
+ * The messages are locked first, so the states are read after any redelivery of them that was
+ * under way has committed: a redelivery's PENDING is never overwritten with an older outcome.
  */
 export async function settleMessages(db: Db, messageIds: string[]): Promise<void> {
-  await queryRows(
-    db,
-    sql`
-    with settled as (
-      select message_id,
-        case when bool_and(status = 'SUCCEEDED') then 'SUCCEEDED' when bool_or(status = 'DEAD') then 'FAILED' else 'CANCELLED' end as status
-      from webhook_gateway.deliveries
-      where message_id = any(${sql.param(messageIds)}::uuid[])
-      group by message_id
-      having bool_and(status in ('SUCCEEDED', 'DEAD', 'CANCELLED'))
-    )
-    update webhook_gateway.messages m set status = settled.status
-    from settled where m.id = settled.message_id and m.status <> settled.status`,
-    { prepared: true },
-  );
+  const ids = sql.param(messageIds);
+  await db.transaction(async (tx) => {
+    await tx.execute(sql`select 1 from webhook_gateway.messages where id = any(${ids}::uuid[]) order by id for no key update`);
+    await tx.execute(sql`
+      with settled as (
+        select message_id,
+          case when bool_and(status = 'SUCCEEDED') then 'SUCCEEDED' when bool_or(status = 'DEAD') then 'FAILED' else 'CANCELLED' end as status
+        from webhook_gateway.deliveries
+        where message_id = any(${ids}::uuid[])
+        group by message_id
+        having bool_and(status in ('SUCCEEDED', 'DEAD', 'CANCELLED'))
+      )
+      update webhook_gateway.messages m set status = settled.status
+      from settled where m.id = settled.message_id and m.status <> settled.status`);
+  });
 }

@@ -22,8 +22,11 @@ export async function deleteExpiredRecords(db: Db, retentionDays: number): Promi
   const cutoff = sql`now() - make_interval(days => ${retentionDays})`;
   const messages = await deleteInBatches(
     db,
+    // The conditions are repeated outside the subquery: a message redelivered meanwhile (PENDING
+    // again) is checked anew when its row is reached, and kept.
     () => sql`with gone as (delete from webhook_gateway.messages where id in (
         select id from webhook_gateway.messages where created_at < ${cutoff} and status <> 'PENDING' limit ${BATCH})
+        and status <> 'PENDING'
         returning 1) select count(*)::int as n from gone`,
   );
   const attempts = await deleteInBatches(
