@@ -141,6 +141,38 @@ describe('delivery', () => {
     expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(1900);
   });
 
+  it('keeps a scheduled retry waiting when its job runs again early', async () => {
+    const { Queue } = await import('bullmq');
+    const { Redis } = await import('ioredis');
+    const path = `/early-${counter + 1}`;
+    receiver.script(path, { status: 429, headers: { 'retry-after': '3' } });
+    const { table } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) values ('patience')`);
+    const [first] = await waitFor(async () => (receiver.callsTo(path).length === 1 ? receiver.callsTo(path) : undefined));
+    const [delivery] = await waitFor(async () => {
+      const rows = await app<{ id: string; generation: number }[]>`select id, generation from webhook_gateway.deliveries
+        where message_id = ${first!.headers['webhook-id'] as string} and status = 'RETRY_SCHEDULED'`;
+      return rows.length === 1 ? rows : undefined;
+    });
+
+    // As if the worker had crashed before delaying the job: the job is back, due at once.
+    const [installation] = await app<{ id: string }[]>`select id from webhook_gateway.installation`;
+    const connection = new Redis({ maxRetriesPerRequest: null });
+    const queue = new Queue('deliveries', { connection, prefix: `webhook-gateway:${installation!.id}` });
+    try {
+      const jobId = `d${delivery!.id}-g${delivery!.generation}`;
+      await waitFor(async () => ((await queue.getJobState(jobId)) === 'delayed' ? true : undefined));
+      await queue.remove(jobId);
+      await queue.add('deliver', { deliveryId: Number(delivery!.id), generation: delivery!.generation }, { jobId });
+    } finally {
+      await queue.close();
+      connection.disconnect();
+    }
+
+    const [, second] = await waitFor(async () => (receiver.callsTo(path).length === 2 ? receiver.callsTo(path) : undefined));
+    expect(second!.at - first!.at).toBeGreaterThanOrEqual(2900);
+  });
+
   it('stops at 410 Gone, and ends Dead after the last attempt with every attempt recorded', async () => {
     const gone = `/gone-${counter + 1}`;
     const broken = `/broken-${counter + 1}`;

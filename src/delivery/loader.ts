@@ -9,6 +9,8 @@ export interface DeliveryWork {
   generation: number;
   status: DeliveryStatus;
   attempts: number;
+  /** When a scheduled retry is due. */
+  nextAttemptAt: Date;
   url: string;
   messageId: string;
   messageCreatedAt: Date;
@@ -25,6 +27,7 @@ interface WorkRow {
   generation: number;
   status: DeliveryStatus;
   attempts: number;
+  next_attempt_at: string | Date;
   url: string;
   message_id: string;
   message_created_at: string | Date;
@@ -103,7 +106,7 @@ export class DeliveryLoader {
     if (!ids.every(Number.isSafeInteger)) throw new Error('delivery ids must be integers');
     const rows = await queryRows<WorkRow>(
       this.db,
-      sql`select d.id as delivery_id, d.generation, d.status, d.attempts, d.url, d.message_id,
+      sql`select d.id as delivery_id, d.generation, d.status, d.attempts, d.next_attempt_at, d.url, d.message_id,
             m.created_at as message_created_at, m.event_id, m.body, w.id as webhook_id, w.call_throttling, w.secret, w.previous_secret,
             coalesce(w.previous_secret_expires_at > now(), false) as previous_secret_valid
           from webhook_gateway.deliveries d
@@ -119,6 +122,7 @@ export class DeliveryLoader {
           generation: row.generation,
           status: row.status,
           attempts: row.attempts,
+          nextAttemptAt: new Date(row.next_attempt_at),
           url: row.url,
           messageId: row.message_id,
           messageCreatedAt: new Date(row.message_created_at),

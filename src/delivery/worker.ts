@@ -114,6 +114,9 @@ export class DeliveryWorker {
       if (work.generation === data.generation) await settleMessages(this.options.db, [work.messageId]);
       return;
     }
+    // A retry's job woke early (it ran again after a crash, or Redis lost its delay): it waits for its time.
+    const early = work.status === 'RETRY_SCHEDULED' ? work.nextAttemptAt.getTime() - Date.now() : 0;
+    if (early > SLOT_SLACK_MS) return this.delay(job, token, { deliveryId: data.deliveryId, generation: data.generation }, early);
     const limit = Math.min(work.callThrottling, this.options.config.callThrottlingMax);
 
     let slot = data.slot;
