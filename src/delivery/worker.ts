@@ -24,7 +24,8 @@ export const PER_URL_CONCURRENCY = 50;
 const URL_STALL_MS = 500;
 /** Calls sent back from a hanging URL try again after as long as it has hung, within these bounds. */
 const URL_BUSY_RETRY_MS = { min: 250, max: 5000 };
-const STOP_GRACE_MS = 15_000;
+/** How long a stop waits for the calls in hand, beyond the delivery timeout that bounds each. */
+const STOP_MARGIN_MS = 5_000;
 
 export interface DeliveryWorkerOptions {
   db: Db;
@@ -50,6 +51,8 @@ export class DeliveryWorker {
   private readonly redis: Redis;
   private readonly throttleRedis: Redis;
   private readonly urlSlots = new UrlSlots(PER_URL_CONCURRENCY, URL_STALL_MS);
+  /** The jobs being run, so that a stop can wait for their attempts to be recorded. */
+  private readonly running = new Set<Promise<void>>();
 
   constructor(private readonly options: DeliveryWorkerOptions) {
     const { config, db, log } = options;
@@ -67,7 +70,7 @@ export class DeliveryWorker {
     this.throttleRedis.on('error', () => {});
     this.throttle = new Throttle(this.throttleRedis, options.redisPrefix);
     const lockDuration = Math.max(10_000, config.deliveryTimeoutMs + 5_000);
-    this.worker = new Worker<DeliveryJobData>(DELIVERY_QUEUE, (job, token) => this.process(job, token), {
+    this.worker = new Worker<DeliveryJobData>(DELIVERY_QUEUE, (job, token) => this.run(job, token), {
       connection: this.redis,
       prefix: options.redisPrefix,
       concurrency: WORKER_CONCURRENCY,
@@ -90,17 +93,29 @@ export class DeliveryWorker {
     void this.worker.run();
   }
 
-  /** Finishes the jobs in hand (their attempts recorded), takes no new ones, closes connections. */
+  /**
+   * Finishes the jobs in hand (their attempts recorded), takes no new ones, closes connections.
+   * Each call ends within the delivery timeout, so that (plus a margin) is how long it waits.
+   */
   async stop(): Promise<void> {
+    const grace = sleep(this.options.config.deliveryTimeoutMs + STOP_MARGIN_MS);
     // With Redis away a graceful close waits for it forever; there is nothing to hand back then.
     const graceful = this.redis.status === 'ready' ? this.worker.close() : Promise.reject(new Error('redis away'));
-    await Promise.race([graceful, sleep(STOP_GRACE_MS).then(() => Promise.reject(new Error('timeout')))]).catch(() =>
-      this.worker.close(true),
-    );
+    await Promise.race([graceful, grace.then(() => Promise.reject(new Error('timeout')))]).catch(() => this.worker.close(true));
+    // A forced close leaves the jobs' functions running: their attempts are still recorded (the
+    // jobs then run again, find their deliveries done, and make no call).
+    await Promise.race([Promise.allSettled(this.running), grace]);
     await this.recorder.flush();
     await this.sender.close();
     this.redis.disconnect();
     this.throttleRedis.disconnect();
+  }
+
+  private run(job: Job<DeliveryJobData>, token: string | undefined): Promise<void> {
+    const running = this.process(job, token);
+    this.running.add(running);
+    void running.catch(() => {}).finally(() => this.running.delete(running));
+    return running;
   }
 
   private async process(job: Job<DeliveryJobData>, token: string | undefined): Promise<void> {
