@@ -44,10 +44,11 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
+    // A worker waits for its calls in hand, up to the delivery timeout plus 5 s; the rest is quick.
     const forced = setTimeout(() => {
       log.error('shutdown took too long; exiting');
       process.exit(1);
-    }, 20_000);
+    }, config.deliveryTimeoutMs + 15_000);
     forced.unref();
     gateway.stop().then(
       () => process.exit(0),

@@ -76,16 +76,28 @@ export class AttemptRecorder {
   }
 
   private async write(batch: Pending[], retried = false): Promise<void> {
-    let moved: Set<number>;
+    let recorded: { moved: Set<number>; unsettled: string[] };
     try {
-      moved = await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
+      recorded = await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
     } catch (error) {
       if (!retried && (await this.recover(batch, postgresError(error)))) return;
-      this.log.error({ err: error, attempts: batch.length }, 'recording delivery attempts failed');
-      for (const entry of batch) entry.reject(error);
-      return;
+      return this.fail(batch, error);
     }
-    for (const entry of batch) entry.resolve(moved.has(entry.outcome.deliveryId));
+    // Apart from the recording: that is committed, and must not be written again if this fails.
+    // The jobs then fail and run again, find their deliveries done, and settle their messages.
+    if (recorded.unsettled.length > 0) {
+      try {
+        await settleMessages(this.db, recorded.unsettled);
+      } catch (error) {
+        return this.fail(batch, error);
+      }
+    }
+    for (const entry of batch) entry.resolve(recorded.moved.has(entry.outcome.deliveryId));
+  }
+
+  private fail(batch: Pending[], error: unknown): void {
+    this.log.error({ err: error, attempts: batch.length }, 'recording delivery attempts failed');
+    for (const entry of batch) entry.reject(error);
   }
 
   /**
@@ -126,9 +138,10 @@ export class AttemptRecorder {
  *
  * A message with several URLs whose last deliveries finish in batches committing at the same
  * time is settled by neither statement: each sees the other's delivery unfinished. Such messages
- * (a delivery of theirs just finished, others seemed not to) are looked at again once committed.
+ * (a delivery of theirs just finished, others seemed not to) are returned, to be looked at again
+ * once this is committed.
  */
-async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<number>> {
+async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<{ moved: Set<number>; unsettled: string[] }> {
   // One array per column: the statement's text is the same for any batch, so Postgres plans it once.
   const column = <T>(pick: (outcome: AttemptOutcome) => T) => sql.param(outcomes.map(pick));
   const rows = await queryRows<{ id: string | number | null; unsettled: string | null }>(
@@ -179,9 +192,10 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<n
     select null, message_id from (select message_id from moved where status <> 'RETRY_SCHEDULED' except select message_id from settled) u`,
     { prepared: true },
   );
-  const unsettled = rows.flatMap((row) => (row.unsettled ? [row.unsettled] : []));
-  if (unsettled.length > 0) await settleMessages(db, unsettled);
-  return new Set(rows.flatMap((row) => (row.id === null ? [] : [Number(row.id)])));
+  return {
+    moved: new Set(rows.flatMap((row) => (row.id === null ? [] : [Number(row.id)]))),
+    unsettled: rows.flatMap((row) => (row.unsettled ? [row.unsettled] : [])),
+  };
 }
 
 /**

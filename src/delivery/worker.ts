@@ -98,7 +98,7 @@ export class DeliveryWorker {
    * Each call ends within the delivery timeout, so that (plus a margin) is how long it waits.
    */
   async stop(): Promise<void> {
-    const grace = sleep(this.options.config.deliveryTimeoutMs + STOP_MARGIN_MS);
+    const grace = new Promise((resolve) => setTimeout(resolve, this.options.config.deliveryTimeoutMs + STOP_MARGIN_MS).unref());
     // With Redis away a graceful close waits for it forever; there is nothing to hand back then.
     const graceful = this.redis.status === 'ready' ? this.worker.close() : Promise.reject(new Error('redis away'));
     await Promise.race([graceful, grace.then(() => Promise.reject(new Error('timeout')))]).catch(() => this.worker.close(true));
