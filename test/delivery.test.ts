@@ -331,6 +331,31 @@ describe('retention', () => {
     expect((await message(pending)).attempts).toEqual([]); // its old attempt went, the message stays while pending
     expect((await message(recent)).attempts).toHaveLength(1);
   });
+
+  it('keeps an old message redelivered while the clean-up runs', async () => {
+    const { deleteExpiredRecords } = await import('../src/delivery/retention');
+    const path = `/retention-redelivered-${counter + 1}`;
+    const { table } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) values ('old')`);
+    const [call] = await waitFor(async () => (receiver.callsTo(path).length === 1 ? receiver.callsTo(path) : undefined));
+    const id = call!.headers['webhook-id'] as string;
+    await waitForStatus(id, 'SUCCEEDED');
+    await app`update webhook_gateway.messages set created_at = now() - interval '40 days' where id = ${id}`;
+
+    // A redelivery under way (as redeliverMessage writes it) while the clean-up reaches the message.
+    const { cleaning } = await app.begin(async (tx) => {
+      await tx`update webhook_gateway.messages set status = 'PENDING' where id = ${id}`;
+      const cleaning = deleteExpiredRecords(gw.gateway.database.db, 30);
+      await waitFor(async () => {
+        const [row] = await app<[{ n: number }]>`select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'`;
+        return row.n >= 1 ? true : undefined;
+      });
+      return { cleaning };
+    });
+    await cleaning;
+    expect(await app`select id from webhook_gateway.messages where id = ${id}`).toHaveLength(1);
+  });
 });
 
 describe('attempt log', () => {
@@ -419,6 +444,15 @@ describe('attempt log', () => {
     await settling;
     const [row] = await app`select status from webhook_gateway.messages where id = ${messageId}`;
     expect(row!.status).toBe('PENDING');
+  });
+
+  it('does not apply an outcome for an attempt already recorded (a stalled job run twice)', async () => {
+    const { webhook, rows } = await deliveredTwice(`/twice-${counter + 1}`);
+    const record = await recorderFor(webhook.Id);
+    // Attempt 1 succeeded; the same attempt, run again elsewhere and failed, comes in late.
+    expect(await record(rows[0]!, 1, { ok: false, httpStatus: 500 })).toBe(false);
+    const [delivery] = await app`select status, attempts from webhook_gateway.deliveries where id = ${rows[0]!.id}`;
+    expect(delivery).toMatchObject({ status: 'SUCCEEDED', attempts: 1 });
   });
 
   it('stores the rest of a batch whose other message is deleted with its webhook meanwhile', async () => {
