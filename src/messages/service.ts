@@ -1,7 +1,8 @@
-import { and, desc, eq, lt } from 'drizzle-orm';
-import { requirePermission } from '../auth/principal';
+import { and, desc, eq, inArray, lt } from 'drizzle-orm';
+import { hasPermission, requirePermission } from '../auth/principal';
 import type { ServiceContext } from '../context';
 import { AppError, notFound } from '../errors';
+import { webhooks } from '../webhooks/tables';
 import { messages, type MessageStatus } from './tables';
 
 export interface Message {
@@ -33,6 +34,28 @@ function decodeCursor(cursor: string): number {
   const match = /^m:(\d+)$/.exec(Buffer.from(cursor, 'base64url').toString());
   if (!match) throw new AppError('IncorrectQueryParameter', `'${cursor}' is not a cursor from this API`, 'after');
   return Number(match[1]);
+}
+
+/** What a message body shows in place of the webhook's secret to a profile that may not see it. */
+export const HIDDEN_SECRET = '[secret hidden]';
+
+/**
+ * A body may carry its webhook's secret (DefaultPayloadIncludesSecret, or a template's
+ * `[@out-hook:secret]`). Profiles without `webhooks:write` are not shown the secret anywhere, so
+ * their bodies show it (the current one, and the previous one while it still signs) hidden.
+ */
+async function readableBy(ctx: ServiceContext, rows: (typeof messages.$inferSelect)[]): Promise<Message[]> {
+  if (hasPermission(ctx.principal, 'webhooks:write') || rows.length === 0) return rows.map(toMessage);
+  const secrets = await ctx.db
+    .select({ id: webhooks.id, secret: webhooks.secret, previousSecret: webhooks.previousSecret })
+    .from(webhooks)
+    .where(inArray(webhooks.id, [...new Set(rows.map((row) => row.webhookId))]));
+  const secretsOf = new Map(secrets.map((webhook) => [webhook.id, [webhook.secret, webhook.previousSecret]]));
+  return rows.map((row) => {
+    let body = row.body;
+    for (const secret of secretsOf.get(row.webhookId) ?? []) if (secret) body = body.replaceAll(secret, HIDDEN_SECRET);
+    return toMessage({ ...row, body });
+  });
 }
 
 function toMessage(row: typeof messages.$inferSelect): Message {
@@ -69,7 +92,7 @@ export async function listMessages(
     .where(and(...conditions))
     .orderBy(desc(messages.seq))
     .limit(first + 1);
-  const page = rows.slice(0, first).map(toMessage);
+  const page = await readableBy(ctx, rows.slice(0, first));
   return { messages: page, hasNextPage: rows.length > first, endCursor: page.at(-1)?.cursor ?? null };
 }
 
@@ -78,5 +101,6 @@ export async function getMessage(ctx: ServiceContext, id: string): Promise<Messa
   const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id);
   const [row] = uuid ? await ctx.db.select().from(messages).where(eq(messages.id, id)) : [];
   if (!row) throw notFound('Message', id);
-  return toMessage(row);
+  const [message] = await readableBy(ctx, [row]);
+  return message!;
 }
