@@ -25,6 +25,8 @@ describe('forbidden target addresses', () => {
     '::ffff:127.0.0.1',
     '::ffff:7f00:1',
     '::ffff:10.0.0.1',
+    '::7f00:1',
+    '::ffff:0:7f00:1',
     '64:ff9b::a00:1',
     'not-an-ip',
   ])('refuses %s', (address) => {
