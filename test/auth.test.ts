@@ -70,6 +70,13 @@ describe('POST /oauth/token', () => {
       expect(response.status).toBe(401);
       expect(response.body.error).toBe('invalid_client');
     }
+    // A malformed escape in HTTP Basic credentials is a wrong credential, not a server error.
+    const malformed = await gw.request('POST', '/oauth/token', {
+      ...form({ grant_type: 'client_credentials' }),
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from('abc%zz:secret%').toString('base64')}` },
+    });
+    expect(malformed.status).toBe(401);
+    expect(malformed.body.error).toBe('invalid_client');
   });
 
   it('refuses a missing or unknown grant_type', async () => {
