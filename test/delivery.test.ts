@@ -32,6 +32,15 @@ async function setup(paths: string[], webhook: Record<string, unknown> = {}) {
   return { table, webhook: created };
 }
 
+/** Waits until a statement of this database waits for a lock (one a test holds open). */
+async function blockedOnLock() {
+  await waitFor(async () => {
+    const [row] = await app<[{ n: number }]>`select count(*)::int as n from pg_stat_activity
+      where datname = current_database() and wait_event_type = 'Lock'`;
+    return row.n >= 1 ? true : undefined;
+  });
+}
+
 async function message(id: string) {
   const response = await gw.graphql(
     `query($id: ID!) { message(id: $id) { id status attempts { url attempt succeeded httpStatus error responseBody } } }`,
@@ -365,11 +374,7 @@ describe('retention', () => {
     const { cleaning } = await app.begin(async (tx) => {
       await tx`update webhook_gateway.messages set status = 'PENDING' where id = ${id}`;
       const cleaning = deleteExpiredRecords(gw.gateway.database.db, 30);
-      await waitFor(async () => {
-        const [row] = await app<[{ n: number }]>`select count(*)::int as n from pg_stat_activity
-          where datname = current_database() and wait_event_type = 'Lock'`;
-        return row.n >= 1 ? true : undefined;
-      });
+      await blockedOnLock();
       return { cleaning };
     });
     await cleaning;
@@ -430,11 +435,7 @@ describe('attempt log', () => {
     await app.begin(async (tx) => {
       await tx`select 1 from webhook_gateway.deliveries where id = ${b.id} for update`;
       recordedB = recordB(b, 2, { ok: true, httpStatus: 200 });
-      await waitFor(async () => {
-        const [row] = await app<[{ n: number }]>`select count(*)::int as n from pg_stat_activity
-          where datname = current_database() and wait_event_type = 'Lock'`;
-        return row.n === 1 ? true : undefined;
-      });
+      await blockedOnLock();
       expect(await recordA(a, 2, { ok: true, httpStatus: 200 })).toBe(true);
     });
     expect(await recordedB).toBe(true);
@@ -453,11 +454,7 @@ describe('attempt log', () => {
       await tx`update webhook_gateway.deliveries set status = 'QUEUED', generation = generation + 1, attempts = 0 where message_id = ${messageId}`;
       await tx`update webhook_gateway.messages set status = 'PENDING' where id = ${messageId}`;
       const settling = settleMessages(gw.gateway.database.db, [messageId]);
-      await waitFor(async () => {
-        const [row] = await app<[{ n: number }]>`select count(*)::int as n from pg_stat_activity
-          where datname = current_database() and wait_event_type = 'Lock'`;
-        return row.n >= 1 ? true : undefined;
-      });
+      await blockedOnLock();
       return { settling };
     });
     await settling;
@@ -491,11 +488,7 @@ describe('attempt log', () => {
     const { recorded } = await app.begin(async (tx) => {
       await tx`delete from webhook_gateway.messages where id = ${deleted.message_id}`;
       const both = Promise.all([record(kept, 2, { ok: true, httpStatus: 200 }), record(deleted, 2, { ok: true, httpStatus: 200 })]);
-      await waitFor(async () => {
-        const [row] = await app<[{ n: number }]>`select count(*)::int as n from pg_stat_activity
-          where datname = current_database() and wait_event_type = 'Lock'`;
-        return row.n >= 1 ? true : undefined;
-      });
+      await blockedOnLock();
       return { recorded: both }; // not awaited here: the batch waits for this transaction's commit
     });
 
