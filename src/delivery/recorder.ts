@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import { queryRows, type Db } from '../db/database';
 import { postgresError } from '../db/errors';
 import type { Logger } from '../logger';
@@ -130,6 +130,12 @@ export class AttemptRecorder {
   }
 }
 
+/** A settled message's status from its deliveries' (aggregated): all succeeded, one dead, or else cancelled. */
+const settledStatus = (status: SQL) =>
+  sql`case when bool_and(${status} = 'SUCCEEDED') then 'SUCCEEDED' when bool_or(${status} = 'DEAD') then 'FAILED' else 'CANCELLED' end`;
+/** Whether all of a message's deliveries are final (aggregated): only then is it settled. */
+const allFinal = (status: SQL) => sql`bool_and(${status} in ('SUCCEEDED', 'DEAD', 'CANCELLED'))`;
+
 /**
  * One statement, so one round trip and atomic: store the attempts (skipping those whose message
  * is gone with its webhook), move the deliveries to their new state (unless a redelivery bumped
@@ -174,14 +180,11 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<{ mov
       returning d.id, d.message_id, o.status
     ),
     settled as (
-      select d.message_id,
-        case when bool_and(coalesce(moved.status, d.status) = 'SUCCEEDED') then 'SUCCEEDED'
-             when bool_or(coalesce(moved.status, d.status) = 'DEAD') then 'FAILED'
-             else 'CANCELLED' end as status
+      select d.message_id, ${settledStatus(sql`coalesce(moved.status, d.status)`)} as status
       from webhook_gateway.deliveries d left join moved on moved.id = d.id
       where d.message_id in (select message_id from moved where status <> 'RETRY_SCHEDULED')
       group by d.message_id
-      having bool_and(coalesce(moved.status, d.status) in ('SUCCEEDED', 'DEAD', 'CANCELLED'))
+      having ${allFinal(sql`coalesce(moved.status, d.status)`)}
     ),
     settle as (
       update webhook_gateway.messages m set status = settled.status
@@ -211,12 +214,11 @@ export async function settleMessages(db: Db, messageIds: string[]): Promise<void
     await tx.execute(sql`select 1 from webhook_gateway.messages where id = any(${ids}::uuid[]) order by id for no key update`);
     await tx.execute(sql`
       with settled as (
-        select message_id,
-          case when bool_and(status = 'SUCCEEDED') then 'SUCCEEDED' when bool_or(status = 'DEAD') then 'FAILED' else 'CANCELLED' end as status
+        select message_id, ${settledStatus(sql`status`)} as status
         from webhook_gateway.deliveries
         where message_id = any(${ids}::uuid[])
         group by message_id
-        having bool_and(status in ('SUCCEEDED', 'DEAD', 'CANCELLED'))
+        having ${allFinal(sql`status`)}
       )
       update webhook_gateway.messages m set status = settled.status
       from settled where m.id = settled.message_id and m.status <> settled.status`);
