@@ -113,8 +113,9 @@ export class DeliveryWorker {
 
   private run(job: Job<DeliveryJobData>, token: string | undefined): Promise<void> {
     const running = this.process(job, token);
+    const forget = () => this.running.delete(running);
     this.running.add(running);
-    void running.catch(() => {}).finally(() => this.running.delete(running));
+    running.then(forget, forget);
     return running;
   }
 
