@@ -33,7 +33,8 @@ async function watch(gatewayUrl: string, token: string, app: postgres.Sql, name:
 async function allSucceeded(app: postgres.Sql, count: number, timeoutMs: number) {
   await waitFor(
     async () => {
-      const [row] = await app<[{ n: number }]>`select count(*)::int as n from webhook_gateway.messages where status = 'SUCCEEDED'`.catch(
+      const [row] = await app<[{ n: number }]>`select count(*)::int as n from webhook_gateway.messages m
+        where (select bool_and(d.status = 'SUCCEEDED') from webhook_gateway.deliveries d where d.message_id = m.id)`.catch(
         () => [{ n: -1 }] as [{ n: number }],
       );
       return row.n === count ? true : undefined;

@@ -1,4 +1,4 @@
-import { sql, type SQL } from 'drizzle-orm';
+import { sql } from 'drizzle-orm';
 import { queryRows, type Db } from '../db/database';
 import { postgresError } from '../db/errors';
 import type { Logger } from '../logger';
@@ -76,23 +76,14 @@ export class AttemptRecorder {
   }
 
   private async write(batch: Pending[], retried = false): Promise<void> {
-    let recorded: { moved: Set<number>; unsettled: string[] };
+    let moved: Set<number>;
     try {
-      recorded = await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
+      moved = await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
     } catch (error) {
       if (!retried && (await this.recover(batch, postgresError(error)))) return;
       return this.fail(batch, error);
     }
-    // Apart from the recording: that is committed, and must not be written again if this fails.
-    // The jobs then fail and run again, find their deliveries done, and settle their messages.
-    if (recorded.unsettled.length > 0) {
-      try {
-        await settleMessages(this.db, recorded.unsettled);
-      } catch (error) {
-        return this.fail(batch, error);
-      }
-    }
-    for (const entry of batch) entry.resolve(recorded.moved.has(entry.outcome.deliveryId));
+    for (const entry of batch) entry.resolve(moved.has(entry.outcome.deliveryId));
   }
 
   private fail(batch: Pending[], error: unknown): void {
@@ -130,27 +121,16 @@ export class AttemptRecorder {
   }
 }
 
-/** A settled message's status from its deliveries' (aggregated): all succeeded, one dead, or else cancelled. */
-const settledStatus = (status: SQL) =>
-  sql`case when bool_and(${status} = 'SUCCEEDED') then 'SUCCEEDED' when bool_or(${status} = 'DEAD') then 'FAILED' else 'CANCELLED' end`;
-/** Whether all of a message's deliveries are final (aggregated): only then is it settled. */
-const allFinal = (status: SQL) => sql`bool_and(${status} in ('SUCCEEDED', 'DEAD', 'CANCELLED'))`;
-
 /**
  * One statement, so one round trip and atomic: store the attempts (skipping those whose message
- * is gone with its webhook), move the deliveries to their new state (unless a redelivery bumped
- * their generation meanwhile), and settle the messages whose deliveries are now all final.
- * The statement's snapshot predates its own update, hence the new states are taken from `moved`.
- *
- * A message with several URLs whose last deliveries finish in batches committing at the same
- * time is settled by neither statement: each sees the other's delivery unfinished. Such messages
- * (a delivery of theirs just finished, others seemed not to) are returned, to be looked at again
- * once this is committed.
+ * is gone with its webhook) and move the deliveries to their new state (unless a redelivery bumped
+ * their generation meanwhile, or the outcome is for an attempt already recorded). Messages need no
+ * update: their status follows from their deliveries'. Returns the deliveries moved.
  */
-async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<{ moved: Set<number>; unsettled: string[] }> {
+async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<number>> {
   // One array per column: the statement's text is the same for any batch, so Postgres plans it once.
   const column = <T>(pick: (outcome: AttemptOutcome) => T) => sql.param(outcomes.map(pick));
-  const rows = await queryRows<{ id: string | number | null; unsettled: string | null }>(
+  const rows = await queryRows<{ id: string | number }>(
     db,
     sql`
     with outcome as (
@@ -169,58 +149,15 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<{ mov
         (message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded, http_status, duration_ms, error, response_body)
       select message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded, http_status, duration_ms, error, response_body
       from outcome o where exists (select 1 from webhook_gateway.messages m where m.id = o.message_id)
-    ),
-    moved as (
-      update webhook_gateway.deliveries d set
-        status = o.status, attempts = o.attempt,
-        next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
-        last_http_status = o.http_status, last_error = o.error, updated_at = now()
-      from outcome o
-      where d.id = o.delivery_id and d.generation = o.generation and d.attempts < o.attempt
-      returning d.id, d.message_id, o.status
-    ),
-    settled as (
-      select d.message_id, ${settledStatus(sql`coalesce(moved.status, d.status)`)} as status
-      from webhook_gateway.deliveries d left join moved on moved.id = d.id
-      where d.message_id in (select message_id from moved where status <> 'RETRY_SCHEDULED')
-      group by d.message_id
-      having ${allFinal(sql`coalesce(moved.status, d.status)`)}
-    ),
-    settle as (
-      update webhook_gateway.messages m set status = settled.status
-      from settled where m.id = settled.message_id and m.status <> settled.status
     )
-    select id, null as unsettled from moved
-    union all
-    select null, message_id from (select message_id from moved where status <> 'RETRY_SCHEDULED' except select message_id from settled) u`,
+    update webhook_gateway.deliveries d set
+      status = o.status, attempts = o.attempt,
+      next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
+      last_http_status = o.http_status, last_error = o.error, updated_at = now()
+    from outcome o
+    where d.id = o.delivery_id and d.generation = o.generation and d.attempts < o.attempt
+    returning d.id`,
     { prepared: true },
   );
-  return {
-    moved: new Set(rows.flatMap((row) => (row.id === null ? [] : [Number(row.id)]))),
-    unsettled: rows.flatMap((row) => (row.unsettled ? [row.unsettled] : [])),
-  };
-}
-
-/**
- * Gives messages whose deliveries are all final their final status, from what is committed now.
- * Run after the recording statement for the messages it may have missed, and by a job that finds
- * its delivery already final (its worker may have stopped between recording and this).
- * The messages are locked first, so the states are read after any redelivery of them that was
- * under way has committed: a redelivery's PENDING is never overwritten with an older outcome.
- */
-export async function settleMessages(db: Db, messageIds: string[]): Promise<void> {
-  const ids = sql.param(messageIds);
-  await db.transaction(async (tx) => {
-    await tx.execute(sql`select 1 from webhook_gateway.messages where id = any(${ids}::uuid[]) order by id for no key update`);
-    await tx.execute(sql`
-      with settled as (
-        select message_id, ${settledStatus(sql`status`)} as status
-        from webhook_gateway.deliveries
-        where message_id = any(${ids}::uuid[])
-        group by message_id
-        having ${allFinal(sql`status`)}
-      )
-      update webhook_gateway.messages m set status = settled.status
-      from settled where m.id = settled.message_id and m.status <> settled.status`);
-  });
+  return new Set(rows.map((row) => Number(row.id)));
 }

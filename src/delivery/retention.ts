@@ -1,5 +1,6 @@
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import { queryRows, type Db } from '../db/database';
+import { messageStatusOf } from './tables';
 
 const BATCH = 5000;
 
@@ -14,21 +15,43 @@ async function deleteInBatches(db: Db, statement: () => ReturnType<typeof sql>):
 }
 
 /**
+ * Old messages no longer pending, in batches. Each batch locks its messages first, then checks
+ * again that they are not pending (a statement's snapshot could miss a redelivery that was under
+ * way): a redelivery locks its messages too, so it either comes first and is seen, or waits.
+ */
+async function deleteSettledMessages(db: Db, cutoff: SQL): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const { found, deleted } = await db.transaction(async (tx) => {
+      const old = await queryRows<{ id: string }>(
+        tx,
+        sql`select m.id from webhook_gateway.messages m
+            where m.created_at < ${cutoff} and ${messageStatusOf(sql`m.id`)} <> 'PENDING'
+            limit ${BATCH} for update skip locked`,
+      );
+      if (old.length === 0) return { found: 0, deleted: 0 };
+      const [gone] = await queryRows<{ n: number }>(
+        tx,
+        sql`with gone as (delete from webhook_gateway.messages m
+              where m.id = any(${sql.param(old.map((row) => row.id))}::uuid[]) and ${messageStatusOf(sql`m.id`)} <> 'PENDING'
+              returning 1)
+            select count(*)::int as n from gone`,
+      );
+      return { found: old.length, deleted: gone?.n ?? 0 };
+    });
+    total += deleted;
+    if (found < BATCH) return total;
+  }
+}
+
+/**
  * Deletes what is older than LOG_RETENTION_DAYS: settled messages (with their deliveries and
  * attempts), attempts of messages still pending, and expired or revoked tokens. In batches, so
  * that no statement holds locks for long.
  */
 export async function deleteExpiredRecords(db: Db, retentionDays: number): Promise<{ messages: number; attempts: number; tokens: number }> {
   const cutoff = sql`now() - make_interval(days => ${retentionDays})`;
-  const messages = await deleteInBatches(
-    db,
-    // The conditions are repeated outside the subquery: a message redelivered meanwhile (PENDING
-    // again) is checked anew when its row is reached, and kept.
-    () => sql`with gone as (delete from webhook_gateway.messages where id in (
-        select id from webhook_gateway.messages where created_at < ${cutoff} and status <> 'PENDING' limit ${BATCH})
-        and status <> 'PENDING'
-        returning 1) select count(*)::int as n from gone`,
-  );
+  const messages = await deleteSettledMessages(db, cutoff);
   const attempts = await deleteInBatches(
     db,
     () => sql`with gone as (delete from webhook_gateway.delivery_attempts where id in (

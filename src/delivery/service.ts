@@ -9,7 +9,7 @@ import { messages } from '../messages/tables';
 import { getWebhook } from '../webhooks/service';
 import type { StatusFeed, StatusFilter, StatusSubscription } from './feed';
 import type { DeliveryIdentity } from './status';
-import { deliveries, deliveryAttempts, UNFINISHED_STATUSES } from './tables';
+import { deliveries, deliveryAttempts, messageStatusOf, UNFINISHED_STATUSES } from './tables';
 
 export interface DeliveryAttempt {
   url: string;
@@ -25,9 +25,15 @@ export interface DeliveryAttempt {
 /**
  * Queues the deliveries again under a new generation; the dispatcher hands them to the queue.
  * A new series of attempts: numbered from 1 again, with the whole retry schedule ahead of it.
+ * Their messages are locked first (retention deletes a message only with no delivery pending,
+ * and checks that after locking it). Returns the messages whose deliveries were queued.
  */
-async function requeue(db: Db, where: ReturnType<typeof and>): Promise<void> {
-  await db
+async function requeue(db: Db, messageIds: string[], where?: ReturnType<typeof and>): Promise<string[]> {
+  if (messageIds.length === 0) return [];
+  await db.execute(
+    sql`select 1 from webhook_gateway.messages where id = any(${sql.param(messageIds)}::uuid[]) order by id for no key update`,
+  );
+  const queued = await db
     .update(deliveries)
     .set({
       status: 'QUEUED',
@@ -37,19 +43,18 @@ async function requeue(db: Db, where: ReturnType<typeof and>): Promise<void> {
       nextAttemptAt: new Date(),
       updatedAt: new Date(),
     })
-    .where(where);
+    .where(and(inArray(deliveries.messageId, messageIds), where))
+    .returning({ messageId: deliveries.messageId });
   // Wakes a waiting dispatcher, so the handover does not wait for its next poll.
   await db.execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`);
+  return [...new Set(queued.map((row) => row.messageId))];
 }
 
 /** Sends a message again to every URL of its webhook. */
 export async function redeliverMessage(ctx: ServiceContext, messageId: string): Promise<Message> {
   requirePermission(ctx.principal, 'webhooks:write');
   const message = await getMessage(ctx, messageId);
-  await ctx.db.transaction(async (tx) => {
-    await requeue(tx, eq(deliveries.messageId, message.id));
-    await tx.update(messages).set({ status: 'PENDING' }).where(eq(messages.id, message.id));
-  });
+  await ctx.db.transaction((tx) => requeue(tx, [message.id]));
   return getMessage(ctx, messageId);
 }
 
@@ -60,22 +65,17 @@ export async function redeliverFailedMessages(ctx: ServiceContext, webhookId: st
   if (!from || Number.isNaN(from.getTime())) throw new AppError('IncorrectBodyParameter', 'must be an ISO 8601 date', 'since');
   return ctx.db.transaction(async (tx) => {
     const failed = await tx
-      .update(messages)
-      .set({ status: 'PENDING' })
-      .where(and(eq(messages.webhookId, webhookId), eq(messages.status, 'FAILED'), gte(messages.createdAt, from)))
-      .returning({ id: messages.id });
-    if (failed.length === 0) return 0;
-    await requeue(
+      .select({ id: messages.id })
+      .from(messages)
+      .where(and(eq(messages.webhookId, webhookId), gte(messages.createdAt, from), sql`${messageStatusOf(sql`webhook_gateway.messages.id`)} = 'FAILED'`));
+    // A redelivery of the same messages committed meanwhile has queued their dead deliveries
+    // already: those are not queued twice, nor counted.
+    const queued = await requeue(
       tx,
-      and(
-        inArray(
-          deliveries.messageId,
-          failed.map((message) => message.id),
-        ),
-        eq(deliveries.status, 'DEAD'),
-      ),
+      failed.map((message) => message.id),
+      eq(deliveries.status, 'DEAD'),
     );
-    return failed.length;
+    return queued.length;
   });
 }
 

@@ -1,7 +1,7 @@
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import { bigint, boolean, index, integer, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 import { gatewaySchema } from '../db/namespace';
-import { messages } from '../messages/tables';
+import { messages, type MessageStatus } from '../messages/tables';
 
 export const DELIVERY_STATUSES = ['QUEUED', 'SENDING', 'SUCCEEDED', 'RETRY_SCHEDULED', 'DEAD', 'CANCELLED'] as const;
 export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
@@ -69,3 +69,17 @@ export const deliveryAttempts = gatewaySchema.table(
     index('delivery_attempts_event_idx').on(table.eventId, table.attemptedAt),
   ],
 );
+
+/**
+ * A message's status, from its deliveries (it is not stored, so it cannot disagree with them):
+ * pending while one is unfinished (or none was made yet), succeeded when all did, failed when one
+ * is dead, else cancelled. `messageId` is the message's id in the enclosing query, qualified
+ * (drizzle leaves columns of a one-table query unqualified, and the subquery's `id` would win).
+ */
+export const messageStatusOf = (messageId: SQL): SQL<MessageStatus> => sql<MessageStatus>`(
+  select case
+    when count(*) = 0 or bool_or(d.status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED')) then 'PENDING'
+    when bool_and(d.status = 'SUCCEEDED') then 'SUCCEEDED'
+    when bool_or(d.status = 'DEAD') then 'FAILED'
+    else 'CANCELLED' end
+  from webhook_gateway.deliveries d where d.message_id = ${messageId})`;

@@ -8,7 +8,7 @@ import type { Metrics } from '../server/metrics';
 import { USER_AGENT } from '../version';
 import { DeliveryLoader, type DeliveryWork } from './loader';
 import { DELIVERY_QUEUE, deliveryJobData, type DeliveryJobData } from './queue';
-import { AttemptRecorder, settleMessages, type AttemptOutcome } from './recorder';
+import { AttemptRecorder, type AttemptOutcome } from './recorder';
 import { decideRetry, parseRetryAfter } from './retry';
 import { Sender, type SendResult } from './sender';
 import { signMessage } from './signature';
@@ -126,8 +126,6 @@ export class DeliveryWorker {
     if (work.generation !== data.generation || FINAL_STATUSES.includes(work.status)) {
       // Superseded by a redelivery, or already done: nothing to send, and its place in line is given up.
       if (data.slot) await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
-      // Done, but the job ran again: its worker may have stopped before the message was settled.
-      if (work.generation === data.generation) await settleMessages(this.options.db, [work.messageId]);
       return;
     }
     // A retry's job woke early (it ran again after a crash, or Redis lost its delay): it waits for its time.

@@ -1,6 +1,7 @@
-import { and, desc, eq, inArray, lt } from 'drizzle-orm';
+import { and, desc, eq, getTableColumns, inArray, lt, sql } from 'drizzle-orm';
 import { hasPermission, requirePermission } from '../auth/principal';
 import type { ServiceContext } from '../context';
+import { messageStatusOf } from '../delivery/tables';
 import { AppError, notFound } from '../errors';
 import { webhooks } from '../webhooks/tables';
 import { messages, type MessageStatus } from './tables';
@@ -36,6 +37,9 @@ function decodeCursor(cursor: string): number {
   return Number(match[1]);
 }
 
+const messageColumns = { ...getTableColumns(messages), status: messageStatusOf(sql`webhook_gateway.messages.id`) };
+type MessageRow = typeof messages.$inferSelect & { status: MessageStatus };
+
 /** What a message body shows in place of the webhook's secret to a profile that may not see it. */
 export const HIDDEN_SECRET = '[secret hidden]';
 
@@ -44,7 +48,7 @@ export const HIDDEN_SECRET = '[secret hidden]';
  * `[@out-hook:secret]`). Profiles without `webhooks:write` are not shown the secret anywhere, so
  * their bodies show it (the current one, and the previous one while it still signs) hidden.
  */
-async function readableBy(ctx: ServiceContext, rows: (typeof messages.$inferSelect)[]): Promise<Message[]> {
+async function readableBy(ctx: ServiceContext, rows: MessageRow[]): Promise<Message[]> {
   if (hasPermission(ctx.principal, 'webhooks:write') || rows.length === 0) return rows.map(toMessage);
   const secrets = await ctx.db
     .select({ id: webhooks.id, secret: webhooks.secret, previousSecret: webhooks.previousSecret })
@@ -58,7 +62,7 @@ async function readableBy(ctx: ServiceContext, rows: (typeof messages.$inferSele
   });
 }
 
-function toMessage(row: typeof messages.$inferSelect): Message {
+function toMessage(row: MessageRow): Message {
   return {
     id: row.id,
     webhookId: row.webhookId,
@@ -84,10 +88,10 @@ export async function listMessages(
     throw new AppError('IncorrectQueryParameter', `must be between 1 and ${MAX_PAGE_SIZE}`, 'first');
   }
   const conditions = [eq(messages.webhookId, query.webhookId)];
-  if (query.status) conditions.push(eq(messages.status, query.status));
+  if (query.status) conditions.push(sql`${messageStatusOf(sql`webhook_gateway.messages.id`)} = ${query.status}`);
   if (query.after) conditions.push(lt(messages.seq, decodeCursor(query.after)));
   const rows = await ctx.db
-    .select()
+    .select(messageColumns)
     .from(messages)
     .where(and(...conditions))
     .orderBy(desc(messages.seq))
@@ -99,7 +103,7 @@ export async function listMessages(
 export async function getMessage(ctx: ServiceContext, id: string): Promise<Message> {
   requirePermission(ctx.principal, 'webhooks:read');
   const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id);
-  const [row] = uuid ? await ctx.db.select().from(messages).where(eq(messages.id, id)) : [];
+  const [row] = uuid ? await ctx.db.select(messageColumns).from(messages).where(eq(messages.id, id)) : [];
   if (!row) throw notFound('Message', id);
   const [message] = await readableBy(ctx, [row]);
   return message!;

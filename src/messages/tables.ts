@@ -2,6 +2,7 @@ import { bigint, index, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 import { gatewaySchema } from '../db/namespace';
 import { webhooks } from '../webhooks/tables';
 
+/** A message's status follows from its deliveries' (messageStatusOf), and is not stored. */
 export const MESSAGE_STATUSES = ['PENDING', 'SUCCEEDED', 'FAILED', 'CANCELLED'] as const;
 export type MessageStatus = (typeof MESSAGE_STATUSES)[number];
 
@@ -20,7 +21,6 @@ export const messages = gatewaySchema.table(
     eventType: text('event_type').notNull(),
     objectName: text('object_name').notNull(),
     body: text('body').notNull(),
-    status: text('status', { enum: MESSAGE_STATUSES }).notNull().default('PENDING'),
     eventDate: timestamp('event_date', { withTimezone: true }).notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   },
