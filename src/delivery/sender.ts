@@ -32,7 +32,7 @@ function guardedLookup(hostname: string, options: LookupOptions, callback: Looku
     if (error) return callback(error, []);
     const allowed = addresses.filter((entry) => !isForbiddenAddress(entry.address));
     if (allowed.length === 0) {
-      const refused = Object.assign(new Error(`${hostname} resolves to a forbidden address (${addresses[0]?.address})`), {
+      const refused = Object.assign(new Error(`${hostname} resolves to a forbidden (loopback, private or reserved) address`), {
         code: 'EFORBIDDENTARGET',
       });
       return callback(refused, []);

@@ -51,9 +51,10 @@ export async function findForbiddenTarget(url: URL, policy: TargetPolicy): Promi
   if (policy.allowPrivateTargets) return undefined;
   const host = url.hostname.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase();
   if (host === 'localhost' || host.endsWith('.localhost')) return `'${url.href}' points at localhost`;
-  const addresses = isIP(host) ? [host] : await resolveWithin(host, LOOKUP_TIMEOUT_MS);
-  const blocked = addresses.find(isForbiddenAddress);
-  return blocked === undefined
-    ? undefined
-    : `'${url.href}' points at ${blocked}, a loopback, private or reserved address`;
+  if (isIP(host)) {
+    return isForbiddenAddress(host) ? `'${url.href}' points at ${host}, a loopback, private or reserved address` : undefined;
+  }
+  const addresses = await resolveWithin(host, LOOKUP_TIMEOUT_MS);
+  // What the name resolved to is not said: the answer would let a caller map internal DNS.
+  return addresses.some(isForbiddenAddress) ? `'${url.href}' resolves to a loopback, private or reserved address` : undefined;
 }
