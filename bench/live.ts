@@ -128,7 +128,9 @@ export async function benchLive(): Promise<void> {
   console.log(`\n## Live status: a burst of ${EVENTS} status changes to ${SUBSCRIBERS} graphql-ws subscribers on one process`);
   const database = await createBenchDatabase();
   const redisPrefix = `bench-live-${randomUUID()}`;
-  const api = await spawnGateway({ DATABASE_URL: database.url, ROLES: 'api', REDIS_PREFIX: redisPrefix, ...BOOTSTRAP });
+  // Every subscriber is the same profile: the per-client limits are lifted to let them all connect.
+  const limits = { API_RATE_LIMIT: '0', WS_MAX_CONNECTIONS_PER_CLIENT: String(SUBSCRIBERS) };
+  const api = await spawnGateway({ DATABASE_URL: database.url, ROLES: 'api', REDIS_PREFIX: redisPrefix, ...limits, ...BOOTSTRAP });
   const url = /listening on (\S+)/.exec(api.output())![1]!;
   try {
     const token = (

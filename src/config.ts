@@ -54,6 +54,8 @@ const environment = z
     MULTICAST_MAX_URLS: integer(1, 100).default(10),
     CALL_THROTTLING_MAX: integer(1, 100_000).default(100),
     API_RATE_LIMIT: integer(0, 1_000_000).default(6000),
+    WS_MAX_CONNECTIONS_PER_CLIENT: integer(1, 1_000_000).default(100),
+    TOKEN_RECHECK_INTERVAL: duration.pipe(z.number().min(1000, 'must be at least 1s').max(3_600_000, 'must be at most 1h')).default(60_000),
     DELIVERY_TIMEOUT_MS: integer(100, 600_000).default(15_000),
     RETRY_SCHEDULE: z
       .string()
@@ -97,6 +99,10 @@ export interface Config {
   callThrottlingMax: number;
   /** API requests a client profile may make per minute (REST and GraphQL over HTTP); 0: no limit. */
   apiRateLimit: number;
+  /** WebSocket connections one client profile may hold open to one API process. */
+  wsMaxConnectionsPerClient: number;
+  /** How often a long-lived connection or stream checks its token again (revocation takes effect). */
+  tokenRecheckMs: number;
   deliveryTimeoutMs: number;
   retryScheduleMs: number[];
   logRetentionDays: number;
@@ -131,6 +137,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     multicastMaxUrls: e.MULTICAST_MAX_URLS,
     callThrottlingMax: e.CALL_THROTTLING_MAX,
     apiRateLimit: e.API_RATE_LIMIT,
+    wsMaxConnectionsPerClient: e.WS_MAX_CONNECTIONS_PER_CLIENT,
+    tokenRecheckMs: e.TOKEN_RECHECK_INTERVAL,
     deliveryTimeoutMs: e.DELIVERY_TIMEOUT_MS,
     retryScheduleMs: e.RETRY_SCHEDULE,
     logRetentionDays: e.LOG_RETENTION_DAYS,

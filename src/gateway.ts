@@ -123,7 +123,16 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     const worker = config.roles.includes('worker') ? new DeliveryWorker({ db, config, log, redisPrefix, status, metrics }) : undefined;
     worker?.start();
     const server = createAdaptorServer({ fetch: app.fetch }) as Server;
-    const websocket = graphql && attachGraphQLWebSocket(server, graphql, { db, log, maxPayload: MAX_REQUEST_BYTES });
+    const websocket =
+      graphql &&
+      attachGraphQLWebSocket(server, graphql, {
+        db,
+        log,
+        maxPayload: MAX_REQUEST_BYTES,
+        rateLimiter,
+        maxConnectionsPerClient: config.wsMaxConnectionsPerClient,
+        recheckMs: config.tokenRecheckMs,
+      });
     const address = await listen(server, config.port);
     const url = `http://127.0.0.1:${address.port}`;
     log.info({ url, roles: config.roles, database: database.kind }, 'gateway listening');

@@ -19,7 +19,7 @@ let token: string;
 const watchers: StatusWatcher[] = [];
 
 beforeAll(async () => {
-  api = await startTestGateway({ ROLES: 'api', ALLOW_PRIVATE_TARGETS: 'true' });
+  api = await startTestGateway({ ROLES: 'api', ALLOW_PRIVATE_TARGETS: 'true', TOKEN_RECHECK_INTERVAL: '1s' });
   deliverer = await spawnGateway({
     DATABASE_URL: api.databaseUrl,
     ROLES: 'dispatcher,worker',
@@ -174,6 +174,31 @@ describe('deliveryStatus over graphql-ws', () => {
     const anonymous = await fetch(`${api.url}/graphql?query=${query}`, { headers: { accept: 'text/event-stream' } });
     expect(anonymous.status).toBe(401);
     expect(await anonymous.text()).toContain('"code":"Unauthorized"');
+  });
+
+  it('ends a server-sent event stream with Unauthorized once its profile is revoked (TOKEN_RECHECK_INTERVAL)', async () => {
+    const revoked = await api.token({ name: 'Revoked Streamer' });
+    const query = encodeURIComponent('subscription { deliveryStatus { url status } }');
+    const before = await openSubscriptions(api.url);
+    const response = await fetch(`${api.url}/graphql?query=${query}`, {
+      headers: { accept: 'text/event-stream', authorization: `Bearer ${revoked}` },
+    });
+    expect(response.status).toBe(200);
+    await waitForSubscriptions(api.url, before + 1);
+    await app`update webhook_gateway.api_clients set revoked_at = now() where name = 'Revoked Streamer'`;
+
+    const reader = response.body!.getReader();
+    let text = '';
+    for (;;) {
+      const { value, done } = await reader.read(); // the stream ends by itself, or the test times out
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    const [last] = [...text.matchAll(/^data: (.+)$/gm)].map((line) => JSON.parse(line[1]!)).slice(-1);
+    expect(last.errors[0]).toMatchObject({ message: 'The access token is invalid or expired', extensions: { code: 'Unauthorized' } });
+    expect(text).toMatch(/event: complete/);
+    // (an earlier test's aborted stream may close meanwhile too)
+    await waitFor(async () => ((await openSubscriptions(api.url)) <= before ? true : undefined), 10_000, 'the subscription to close');
   });
 
   it('refuses a connection without a valid token, with the reason', async () => {

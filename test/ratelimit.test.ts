@@ -1,5 +1,8 @@
+import { createClient, type Client } from 'graphql-ws';
+import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from './support/gateway';
+import { waitFor } from './support/wait';
 
 const LIMIT = 5;
 const LIST = '/v2/outgoingWebhooks';
@@ -18,6 +21,23 @@ afterAll(async () => {
   await second?.stop();
   await first?.stop();
 });
+
+/** A graphql-ws connection that connects at once and remembers how it was closed. */
+function connect(gateway: TestGateway, token: string): { client: Client; closed: () => { code: number; reason: string } | undefined } {
+  let closed: { code: number; reason: string } | undefined;
+  const client = createClient({
+    url: `${gateway.url.replace(/^http/, 'ws')}/graphql`,
+    webSocketImpl: WebSocket,
+    connectionParams: { Authorization: `Bearer ${token}` },
+    retryAttempts: 0,
+    lazy: false,
+    onNonLazyError: () => {},
+    on: { closed: (event) => (closed ??= { code: (event as CloseEvent).code, reason: (event as CloseEvent).reason }) },
+  });
+  return { client, closed: () => closed };
+}
+
+const waitForConnected = (client: Client) => new Promise<void>((resolve) => client.on('connected', () => resolve()));
 
 /** The limit counts per clock minute: start a test early enough in one that it ends in it. */
 async function startOfAMinute(): Promise<void> {
@@ -54,6 +74,68 @@ describe('API rate limit (API_RATE_LIMIT requests a minute per client profile)',
     const allowed = await second.graphql(QUERY, {}, other);
     expect(allowed.status).toBe(200);
     expect(allowed.body).toEqual({ data: { outgoingWebhooks: [] } });
+  });
+
+  it('counts WebSocket connections and operations too: over the limit an operation gets TooManyRequests, a connection 4429', async () => {
+    await startOfAMinute();
+    const token = await first.token({ name: 'Socket Client', email: 'socket@acme.com' });
+    const { client } = connect(first, token); // 1 request
+    try {
+      for (let i = 0; i < LIMIT - 1; i++) {
+        const result = await client.iterate({ query: QUERY }).next();
+        expect(result.value?.data?.outgoingWebhooks).toEqual([]);
+      }
+      const refused = await client.iterate({ query: QUERY }).next().catch((errors: unknown) => ({ value: { errors } }));
+      const [error] = refused.value!.errors as { message: string; extensions: { code: string } }[];
+      expect(error!.extensions.code).toBe('TooManyRequests');
+      expect(error!.message).toContain(`more than ${LIMIT} requests`);
+
+      // A new connection (here to the other process) is refused while the client is over it.
+      const late = connect(second, token);
+      const closed = await waitFor(async () => late.closed(), 10_000, 'the socket to close');
+      expect(closed.code).toBe(4429);
+      expect(closed.reason).toMatch(/^TooManyRequests: This client made more than 5 requests/);
+      await late.client.dispose();
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('lets a client hold at most WS_MAX_CONNECTIONS_PER_CLIENT WebSocket connections to a process', async () => {
+    const capped = await startTestGateway({ API_RATE_LIMIT: '0', WS_MAX_CONNECTIONS_PER_CLIENT: '2' }, first.databaseUrl);
+    const connections: ReturnType<typeof connect>[] = [];
+    try {
+      const token = await capped.token({ name: 'Many Sockets', email: 'sockets@acme.com' });
+      for (let i = 0; i < 2; i++) {
+        const connection = connect(capped, token);
+        connections.push(connection);
+        await waitForConnected(connection.client);
+      }
+      const third = connect(capped, token);
+      connections.push(third);
+      const closed = await waitFor(async () => third.closed(), 10_000, 'the socket to close');
+      expect(closed).toEqual({ code: 4429, reason: 'TooManyRequests: this client has 2 connections open here (WS_MAX_CONNECTIONS_PER_CLIENT)' });
+
+      // Another client is not counted with it, and a closed connection frees its place.
+      const other = connect(capped, await capped.token({ name: 'Other Socket', email: 'other@acme.com' }));
+      connections.push(other);
+      await waitForConnected(other.client);
+      await connections[0]!.client.dispose();
+      const admitted = await waitFor(
+        async () => {
+          const again = connect(capped, token);
+          connections.push(again);
+          const result = await again.client.iterate({ query: QUERY }).next().catch(() => undefined);
+          return result?.value?.data ?? undefined;
+        },
+        10_000,
+        'a place to free up',
+      );
+      expect(admitted.outgoingWebhooks).toBeInstanceOf(Array);
+    } finally {
+      await Promise.all(connections.map((connection) => connection.client.dispose()));
+      await capped.stop();
+    }
   });
 
   it('lets requests through while Redis is unreachable', async () => {

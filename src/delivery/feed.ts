@@ -9,12 +9,18 @@ export interface StatusFilter {
   messageId?: string;
 }
 
-/** What a subscription yields when it fell too far behind: its buffer was dropped and it ends. */
-export const FELL_BEHIND = Symbol('fell behind');
-export type FeedItem = DeliveryStatusEvent | typeof FELL_BEHIND;
+/** A subscription's items: status changes, and last, if the gateway cut it off, the reason. */
+export type FeedItem = DeliveryStatusEvent | AppError;
 
 /** Status changes one subscriber may have waiting before it is cut off. */
 export const MAX_BUFFERED_EVENTS = 10_000;
+
+const fellBehind = () =>
+  new AppError(
+    'TooManyRequests',
+    `This subscriber fell more than ${MAX_BUFFERED_EVENTS} status changes behind: they were dropped and the subscription ended. ` +
+      'Subscribe again, and read what was missed with messages and message.',
+  );
 
 const unavailable = () =>
   new AppError('InternalError', 'Live delivery status is unavailable right now (Redis cannot be reached); try again shortly');
@@ -25,16 +31,17 @@ const matches = (filter: StatusFilter, event: DeliveryStatusEvent) =>
 
 /**
  * One subscriber's stream: status changes wait in a bounded buffer until the transport takes
- * them. A subscriber that lets more than MAX_BUFFERED_EVENTS pile up (a slow client) gets
- * FELL_BEHIND instead of the backlog, then the end: memory stays bounded whatever it does.
+ * them. A subscriber that lets more than MAX_BUFFERED_EVENTS pile up (a slow client) gets an
+ * error instead of the backlog, then the end: memory stays bounded whatever it does.
  */
 export class StatusSubscription implements AsyncIterableIterator<FeedItem> {
   private buffer: DeliveryStatusEvent[] = [];
   private head = 0;
-  private fellBehind = false;
+  /** Why the gateway ends the subscription, still to be given to the subscriber. */
+  private ending: AppError | undefined;
   private closed = false;
   private waiter: ((result: IteratorResult<FeedItem>) => void) | undefined;
-  private deadline: NodeJS.Timeout | undefined;
+  private accessCheck: NodeJS.Timeout | undefined;
 
   constructor(
     readonly filter: StatusFilter,
@@ -42,7 +49,7 @@ export class StatusSubscription implements AsyncIterableIterator<FeedItem> {
   ) {}
 
   offer(events: readonly DeliveryStatusEvent[]): void {
-    if (this.closed || this.fellBehind) return;
+    if (this.closed || this.ending) return;
     for (const event of events) {
       if (!matches(this.filter, event)) continue;
       if (this.waiter) {
@@ -50,9 +57,7 @@ export class StatusSubscription implements AsyncIterableIterator<FeedItem> {
         this.waiter = undefined;
         waiter({ value: event, done: false });
       } else if (this.buffer.length - this.head >= MAX_BUFFERED_EVENTS) {
-        this.fellBehind = true;
-        this.buffer = [];
-        this.head = 0;
+        this.endWith(fellBehind());
         return;
       } else {
         this.buffer.push(event);
@@ -69,9 +74,9 @@ export class StatusSubscription implements AsyncIterableIterator<FeedItem> {
       }
       return Promise.resolve({ value, done: false });
     }
-    if (this.fellBehind && !this.closed) {
+    if (this.ending && !this.closed) {
       this.close();
-      return Promise.resolve({ value: FELL_BEHIND, done: false });
+      return Promise.resolve({ value: this.ending, done: false });
     }
     if (this.closed) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve) => (this.waiter = resolve));
@@ -82,20 +87,48 @@ export class StatusSubscription implements AsyncIterableIterator<FeedItem> {
     return Promise.resolve({ value: undefined, done: true });
   }
 
-  /** Ends the subscription at `at` (when the subscriber's token expires). */
-  endAt(at: Date): void {
-    clearTimeout(this.deadline);
-    this.deadline = setTimeout(() => this.close(), Math.max(0, at.getTime() - Date.now()));
+  /**
+   * Runs `check` every `everyMs`, and a second after `expiresAt`: when it throws an AppError
+   * (the token revoked or expired), the subscription ends with it. Other failures (the database
+   * away) wait for the next check.
+   */
+  keepCheckingAccess(check: () => Promise<unknown>, everyMs: number, expiresAt: Date | undefined): void {
+    const untilExpiry = (expiresAt?.getTime() ?? Infinity) - Date.now();
+    this.accessCheck = setTimeout(
+      () => {
+        check().then(
+          () => !this.closed && this.keepCheckingAccess(check, everyMs, expiresAt),
+          (error: unknown) => {
+            if (error instanceof AppError) this.endWith(error);
+            else if (!this.closed) this.keepCheckingAccess(check, everyMs, expiresAt);
+          },
+        );
+      },
+      Math.max(1000, Math.min(everyMs, untilExpiry + 1000)),
+    );
   }
 
   [Symbol.asyncIterator](): this {
     return this;
   }
 
+  /** Drops what is buffered; the subscriber gets `reason`, then the end. */
+  private endWith(reason: AppError): void {
+    if (this.closed || this.ending) return;
+    this.ending = reason;
+    this.buffer = [];
+    this.head = 0;
+    const waiter = this.waiter;
+    if (!waiter) return;
+    this.waiter = undefined;
+    this.close();
+    waiter({ value: reason, done: false });
+  }
+
   private close(): void {
     if (this.closed) return;
     this.closed = true;
-    clearTimeout(this.deadline);
+    clearTimeout(this.accessCheck);
     this.buffer = [];
     this.waiter?.({ value: undefined, done: true });
     this.waiter = undefined;

@@ -1,8 +1,8 @@
-import { GraphQLError } from 'graphql';
 import { formatApiDate } from '../dates';
+import { AppError } from '../errors';
 import { builder } from '../graphql/builder';
 import { MessageType } from '../messages/graphql';
-import { FELL_BEHIND, MAX_BUFFERED_EVENTS, type FeedItem } from './feed';
+import type { FeedItem } from './feed';
 import { listAttempts, redeliverFailedMessages, redeliverMessage, watchDeliveryStatus, type DeliveryAttempt } from './service';
 import type { DeliveryStatusEvent } from './status';
 import { DELIVERY_STATUSES } from './tables';
@@ -69,25 +69,23 @@ const DeliveryStatusEventType = builder.objectRef<DeliveryStatusEvent>('Delivery
   }),
 });
 
-const fellBehind = () =>
-  new GraphQLError(
-    `This subscriber fell more than ${MAX_BUFFERED_EVENTS} status changes behind: they were dropped and the subscription ended. ` +
-      'Subscribe again, and read what was missed with messages and message.',
-    { extensions: { code: 'TooManyRequests' } },
-  );
-
 builder.subscriptionFields((t) => ({
   deliveryStatus: t.field({
     type: DeliveryStatusEventType,
     description: 'Every status change of every delivery, as it happens, in whichever gateway process; filtered by webhook and message.',
     args: { webhookId: t.arg.id(), messageId: t.arg.id() },
     subscribe: (_root, args, ctx) =>
-      watchDeliveryStatus(ctx, ctx.statusFeed, {
-        webhookId: args.webhookId == null ? undefined : String(args.webhookId),
-        messageId: args.messageId == null ? undefined : String(args.messageId),
-      }),
+      watchDeliveryStatus(
+        ctx,
+        ctx.statusFeed,
+        {
+          webhookId: args.webhookId == null ? undefined : String(args.webhookId),
+          messageId: args.messageId == null ? undefined : String(args.messageId),
+        },
+        ctx.recheckAccess,
+      ),
     resolve: (item: FeedItem) => {
-      if (item === FELL_BEHIND) throw fellBehind();
+      if (item instanceof AppError) throw item; // why the gateway ended the subscription
       return item;
     },
   }),

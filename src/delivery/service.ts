@@ -98,7 +98,17 @@ export async function listAttempts(ctx: ServiceContext, messageId: string): Prom
 }
 
 /** Live status changes of the deliveries the filter picks (all, a webhook's, or a message's). */
-export async function watchDeliveryStatus(ctx: ServiceContext, feed: StatusFeed, filter: StatusFilter): Promise<StatusSubscription> {
+/**
+ * Starts a live status subscription. `recheckAccess` (a stream over HTTP) checks the caller's
+ * token again every TOKEN_RECHECK_INTERVAL and when it expires, and the stream ends with the
+ * reason once it no longer holds; a WebSocket connection does the same for all its operations.
+ */
+export async function watchDeliveryStatus(
+  ctx: ServiceContext,
+  feed: StatusFeed,
+  filter: StatusFilter,
+  recheckAccess?: () => Promise<unknown>,
+): Promise<StatusSubscription> {
   requirePermission(ctx.principal, 'webhooks:read');
   if (filter.webhookId !== undefined) await getWebhook(ctx, filter.webhookId);
   if (filter.messageId !== undefined) {
@@ -108,9 +118,7 @@ export async function watchDeliveryStatus(ctx: ServiceContext, feed: StatusFeed,
     }
   }
   const subscription = await feed.open(filter);
-  // Over WebSocket the connection closes (with its reason) when the token expires; a stream over
-  // HTTP ends a moment later.
-  if (ctx.principal.tokenExpiresAt) subscription.endAt(new Date(ctx.principal.tokenExpiresAt.getTime() + 1000));
+  if (recheckAccess) subscription.keepCheckingAccess(recheckAccess, ctx.config.tokenRecheckMs, ctx.principal.tokenExpiresAt);
   return subscription;
 }
 

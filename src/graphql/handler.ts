@@ -78,9 +78,10 @@ export function createGraphQLHandler(deps: GraphQLDependencies) {
       const services = { db: deps.db, config: deps.config, log, status: deps.status, statusFeed: deps.statusFeed };
       if (principal) return { ...services, principal };
       try {
-        const authenticated = await authenticateBearer(deps.db, request.headers.get('authorization'));
+        const authorization = request.headers.get('authorization');
+        const authenticated = await authenticateBearer(deps.db, authorization);
         await deps.rateLimiter.admit(authenticated);
-        return { ...services, principal: authenticated };
+        return { ...services, principal: authenticated, recheckAccess: () => authenticateBearer(deps.db, authorization) };
       } catch (error) {
         throw error instanceof AppError ? appErrorToGraphQL(error) : error;
       }

@@ -5,12 +5,13 @@ import { CloseCode } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Principal } from '../auth/principal';
+import type { ApiRateLimiter } from '../auth/rateLimit';
 import { authenticateBearer } from '../auth/tokens';
 import type { Db } from '../db/database';
-import { AppError } from '../errors';
+import { AppError, RateLimitedError } from '../errors';
 import type { Logger } from '../logger';
 import type { createGraphQLHandler } from './handler';
-import { withContractCodes } from './errors';
+import { appErrorToGraphQL, withContractCodes } from './errors';
 
 /** Operations one connection may run at once. */
 export const MAX_OPERATIONS_PER_CONNECTION = 100;
@@ -68,20 +69,61 @@ function authorizationOf(params: Readonly<Record<string, unknown>> | undefined):
   return typeof value === 'string' ? value : undefined;
 }
 
-/** How often an open connection's token is checked again (a revoked profile loses its connections). */
-const RECHECK_MS = 60_000;
+/** graphql-ws's code for "too many": its clients give up instead of reconnecting at once. */
+const TOO_MANY_REQUESTS_CLOSE_CODE = CloseCode.TooManyInitialisationRequests;
 
 const internalError = () => [new GraphQLError('Internal error', { extensions: { code: 'InternalError' } })];
+
+export interface GraphQLWebSocketDependencies {
+  db: Db;
+  log: Logger;
+  maxPayload: number;
+  rateLimiter: ApiRateLimiter;
+  /** WebSocket connections one client profile may hold open to this process. */
+  maxConnectionsPerClient: number;
+  /** How often an open connection's token is checked again. */
+  recheckMs: number;
+}
 
 /**
  * GraphQL over WebSocket (the graphql-ws protocol) on the HTTP server's `/graphql`: the same
  * schema, limits and error codes as HTTP. The bearer token comes in `connectionParams`; without
  * a valid one the socket closes with 4401 and the reason. It is checked again for every
- * operation and every minute, and the socket closes the same way when it expires or is revoked.
+ * operation and every `recheckMs`, and the socket closes the same way when it expires or is
+ * revoked. Connections and operations count against the client's API rate limit, and a client
+ * holds at most `maxConnectionsPerClient` connections here (over either: 4429 with the reason).
  */
-export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: { db: Db; log: Logger; maxPayload: number }) {
+export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: GraphQLWebSocketDependencies) {
   const sockets = new WebSocketServer({ server, path: '/graphql', maxPayload: deps.maxPayload });
   sockets.on('connection', batchSends); // before graphql-ws's own listener, so that it sends through it
+  const connectionsOf = new Map<string, number>();
+
+  /** Counts the connection for its client, or closes it (4429) when the client is over a limit. */
+  async function admitConnection(extra: ConnectionExtra, principal: Principal): Promise<boolean> {
+    const { socket } = extra;
+    const refuse = (reason: string) => {
+      socket.close(TOO_MANY_REQUESTS_CLOSE_CODE, `TooManyRequests: ${reason}`);
+      return false;
+    };
+    try {
+      await deps.rateLimiter.admit(principal);
+    } catch (error) {
+      if (error instanceof RateLimitedError) return refuse(error.message);
+      throw error;
+    }
+    const open = connectionsOf.get(principal.clientId) ?? 0;
+    if (open >= deps.maxConnectionsPerClient) {
+      return refuse(`this client has ${open} connections open here (WS_MAX_CONNECTIONS_PER_CLIENT)`);
+    }
+    if (socket.readyState !== socket.OPEN) return false;
+    connectionsOf.set(principal.clientId, open + 1);
+    socket.once('close', () => {
+      const left = (connectionsOf.get(principal.clientId) ?? 1) - 1;
+      if (left > 0) connectionsOf.set(principal.clientId, left);
+      else connectionsOf.delete(principal.clientId);
+    });
+    return true;
+  }
 
   /** The caller behind the connection's token, or the socket closed with the reason and undefined. */
   async function authenticate(extra: ConnectionExtra): Promise<Principal | undefined> {
@@ -103,12 +145,12 @@ export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: { db: D
     }
   }
 
-  /** Checks the token again every minute, and when it expires. */
+  /** Checks the token again every `recheckMs`, and when it expires. */
   function scheduleCheck(extra: ConnectionExtra): void {
     const expiresIn = (extra.principal?.tokenExpiresAt?.getTime() ?? Infinity) - Date.now();
     extra.recheck = setTimeout(
       () => void authenticate(extra).then((principal) => principal && scheduleCheck(extra)),
-      Math.max(0, Math.min(RECHECK_MS, expiresIn)),
+      Math.max(0, Math.min(deps.recheckMs, expiresIn)),
     );
   }
 
@@ -121,7 +163,8 @@ export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: { db: D
         const { extra } = ctx;
         extra.authorization = authorizationOf(ctx.connectionParams);
         extra.socket.once('close', () => clearTimeout(extra.recheck));
-        if (!(await authenticate(extra))) return false;
+        const principal = await authenticate(extra);
+        if (!principal || !(await admitConnection(extra, principal))) return false;
         scheduleCheck(extra);
         return true;
       },
@@ -135,6 +178,12 @@ export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: { db: D
         }
         const principal = await authenticate(ctx.extra);
         if (!principal) return internalError(); // the socket is closing with the reason
+        try {
+          await deps.rateLimiter.admit(principal);
+        } catch (error) {
+          if (error instanceof RateLimitedError) return [appErrorToGraphQL(error)];
+          throw error;
+        }
         const log = deps.log.child({ connection: ctx.extra.request.headers['sec-websocket-key'] });
         const enveloped = yoga.getEnveloped({ log, principal, params: payload, request: undefined as never });
         try {
