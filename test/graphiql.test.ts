@@ -2,7 +2,6 @@ import postgres from 'postgres';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from './support/gateway';
-import { serveGraphiQLAssets } from './support/graphiqlAssets';
 import { waitForSubscriptions } from './support/live';
 import { Receiver } from './support/receiver';
 import { waitFor } from './support/wait';
@@ -38,7 +37,19 @@ it('runs a deliveryStatus subscription in GraphiQL and shows a delivery as it ha
     });
 
     const page = await browser.newPage();
-    await serveGraphiQLAssets(page);
+    // Every file comes from the gateway: a request anywhere else is recorded and refused.
+    const elsewhere: string[] = [];
+    await page.route(
+      (url) => url.origin !== new URL(gateway.url).origin && url.protocol !== 'data:',
+      (route) => {
+        elsewhere.push(route.request().url());
+        return route.abort();
+      },
+    );
+    const refusedByPolicy: string[] = [];
+    page.on('console', (message) => {
+      if (/Content Security Policy/i.test(message.text())) refusedByPolicy.push(message.text());
+    });
     // The token as a user leaves it in GraphiQL's Headers pane (GraphiQL keeps that pane in localStorage).
     await page.addInitScript((bearer) => localStorage.setItem('graphiql:headers', JSON.stringify({ Authorization: bearer })), `Bearer ${token}`);
     await page.goto(`${gateway.url}/graphql`);
@@ -49,8 +60,12 @@ it('runs a deliveryStatus subscription in GraphiQL and shows a delivery as it ha
     await page.waitForTimeout(300);
     await page.keyboard.press('Control+A');
     await page.keyboard.press('Delete');
-    await page.keyboard.type(`subscription { deliveryStatus(webhookId: "${hook.body.Id}") { url attempt status httpStatus } }`, { delay: 10 });
+    await page.keyboard.type(`subscription LiveBrowser { deliveryStatus(webhookId: "${hook.body.Id}") { url attempt status httpStatus } }`, {
+      delay: 10,
+    });
     await page.keyboard.press('Escape');
+    // GraphiQL takes the editor's text a moment after the typing: its tab is named after the operation then.
+    await page.locator('.graphiql-tab', { hasText: 'LiveBrowser' }).waitFor();
     await page.getByRole('button', { name: /execute/i }).click();
     await waitForSubscriptions(gateway.url, 1);
 
@@ -67,7 +82,28 @@ it('runs a deliveryStatus subscription in GraphiQL and shows a delivery as it ha
     expect(shown).toContain(`${receiver.url}/browser`);
     expect(shown).toMatch(/"httpStatus":\s*200/);
     expect(receiver.callsTo('/browser')).toHaveLength(1);
+    expect(elsewhere).toEqual([]);
+    expect(refusedByPolicy).toEqual([]);
   } finally {
     await app.end();
   }
+});
+
+it('serves the page with a content security policy, and its files from the gateway, cached for good', async () => {
+  const page = await fetch(`${gateway.url}/graphql`, { headers: { accept: 'text/html' } });
+  expect(page.status).toBe(200);
+  expect(page.headers.get('content-security-policy')).toContain("script-src 'self'");
+  const html = await page.text();
+  expect(html).not.toMatch(/https?:\/\//); // no CDN, no other origin
+  const files = [...html.matchAll(/(?:src|href)="(\/graphiql\/[^"]+)"/g)].map((match) => match[1]!);
+  expect(files).toHaveLength(4); // icon, styles, start script, GraphiQL
+  for (const file of files) {
+    const asset = await fetch(`${gateway.url}${file}`);
+    expect(asset.status).toBe(200);
+    expect(asset.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');
+    expect((await asset.arrayBuffer()).byteLength).toBeGreaterThan(100);
+  }
+  const missing = await fetch(`${gateway.url}/graphiql/graphiql.0000000000000000.js`);
+  expect(missing.status).toBe(404);
+  expect(await missing.json()).toMatchObject({ Code: 'ObjectNotFound' });
 });

@@ -6,6 +6,7 @@ import { createTokenEndpoint } from '../auth/tokenEndpoint';
 import type { Config } from '../config';
 import type { Db } from '../db/database';
 import type { StatusPublisher } from '../delivery/status';
+import { GRAPHIQL_ASSETS_PATH, GRAPHIQL_CONTENT_SECURITY_POLICY, graphiqlAssets } from '../graphql/graphiql';
 import type { createGraphQLHandler } from '../graphql/handler';
 import type { Logger } from '../logger';
 import { renderRestError, restError } from '../rest/errors';
@@ -80,7 +81,22 @@ export function createApp(deps: AppDependencies): Hono<HttpEnv> {
 
   const { graphql } = deps;
   if (graphql) {
-    app.on(['GET', 'POST', 'OPTIONS'], '/graphql', (c) => graphql.fetch(c.req.raw, { log: c.get('log') }));
+    app.on(['GET', 'POST', 'OPTIONS'], '/graphql', async (c) => {
+      const response = await graphql.fetch(c.req.raw, { log: c.get('log') });
+      if (response.headers.get('content-type')?.startsWith('text/html')) {
+        response.headers.set('Content-Security-Policy', GRAPHIQL_CONTENT_SECURITY_POLICY);
+      }
+      return response;
+    });
+    app.get(`${GRAPHIQL_ASSETS_PATH}/:file`, async (c) => {
+      const asset = (await graphiqlAssets()).files.get(c.req.param('file'));
+      if (!asset) return restError(c, 'ObjectNotFound', `No route ${c.req.method} ${c.req.path}`);
+      return c.body(typeof asset.body === 'string' ? asset.body : new Uint8Array(asset.body), 200, {
+        'Content-Type': asset.contentType,
+        'Cache-Control': 'public, max-age=31536000, immutable',
+        'X-Content-Type-Options': 'nosniff',
+      });
+    });
     app.post('/oauth/token', createTokenEndpoint(deps.db));
     const rest = createRestApi(deps);
     for (const prefix of REST_PREFIXES) app.route(prefix, rest);
