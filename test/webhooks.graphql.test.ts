@@ -117,6 +117,31 @@ describe('GraphQL security', () => {
     expect(tooWide.body.data).toBeUndefined();
   });
 
+  it('refuses operations that would read too many messages, counting each list by its page size', async () => {
+    const created = await gw.graphql(
+      `mutation { createOutgoingWebhook(input: {name: "CostlyHook", outgoingUrls: ["https://cost.example.com/"]}) { id } }`,
+      {},
+      token,
+    );
+    const id = created.body.data.createOutgoingWebhook.id;
+    const page = (first: string) => `messages(webhookId: $id, first: ${first}) { edges { node { id body attempts { url responseBody } } } }`;
+
+    const pages = Array.from({ length: 30 }, (_, i) => `p${i}: ${page('100')}`).join(' ');
+    const tooCostly = await gw.graphql(`query($id: ID!) { ${pages} }`, { id }, token);
+    expect(tooCostly.body.errors[0].message).toMatch(/costs/);
+    expect(tooCostly.body.errors[0].extensions.code).toBe('IncorrectBodyParameter');
+    expect(tooCostly.body.data).toBeUndefined();
+
+    const onePage = await gw.graphql(`query($id: ID!) { ${page('100')} }`, { id }, token);
+    expect(onePage.body.errors).toBeUndefined();
+    expect(onePage.body.data.messages.edges).toEqual([]);
+
+    // Without a default, $first is counted as the largest page.
+    const variablePage = await gw.graphql(`query($id: ID!, $first: Int) { ${page('$first')} }`, { id, first: 100 }, token);
+    expect(variablePage.body.errors).toBeUndefined();
+    expect(variablePage.body.data.messages.edges).toEqual([]);
+  });
+
   it('answers GraphQL syntax errors with IncorrectBodyParameter', async () => {
     const response = await gw.graphql(`{ outgoingWebhooks { id `, {}, token);
     expect(response.body.errors[0].extensions.code).toBe('IncorrectBodyParameter');

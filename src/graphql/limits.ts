@@ -1,13 +1,25 @@
 import {
+  getNamedType,
+  getNullableType,
   GraphQLError,
+  isCompositeType,
+  isInterfaceType,
+  isListType,
+  isObjectType,
   Kind,
   parse,
   type ASTVisitor,
   type FragmentDefinitionNode,
+  type GraphQLCompositeType,
+  type GraphQLField,
+  type GraphQLSchema,
   type SelectionSetNode,
   type ValidationContext,
+  type ValueNode,
+  type VariableDefinitionNode,
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../messages/service';
 
 export interface QueryLimits {
   /** Deepest field nesting (GraphiQL's own introspection query reaches 13). */
@@ -17,58 +29,141 @@ export interface QueryLimits {
   maxAliases: number;
   /** Lexical tokens in a document; bounds parsing work before anything else runs. */
   maxTokens: number;
+  /** Estimated work: each field counts once per item of every list above it (see measure). */
+  maxCost: number;
 }
 
-export const DEFAULT_QUERY_LIMITS: QueryLimits = { maxDepth: 15, maxFields: 1000, maxAliases: 30, maxTokens: 5000 };
+// A full page of messages, messages(first: 100) { edges { node { 8 fields attempts { all 8 fields } } } },
+// costs 9,002 (messages + edges + 100 × (node + 8 fields + attempts + 10 × 8)), so two such pages fit in one
+// operation while 30 aliased ones (270,060) do not.
+export const DEFAULT_QUERY_LIMITS: QueryLimits = {
+  maxDepth: 15,
+  maxFields: 1000,
+  maxAliases: 30,
+  maxTokens: 5000,
+  maxCost: 25_000,
+};
+
+/** Assumed length of a list of objects that no `first` bounds, e.g. outgoingWebhooks or a message's attempts. */
+const DEFAULT_LIST_SIZE = 10;
 
 interface Measure {
   depth: number;
   fields: number;
   aliases: number;
+  cost: number;
 }
 
-function measure(
-  selectionSet: SelectionSetNode,
-  fragments: Map<string, FragmentDefinitionNode>,
-  depth: number,
-  expanding: Set<string>,
-  total: Measure,
-): void {
+interface Operation {
+  schema: GraphQLSchema;
+  fragments: Map<string, FragmentDefinitionNode>;
+  variables: Map<string, VariableDefinitionNode>;
+  /** Fragments being expanded on the current path. */
+  expanding: Set<string>;
+}
+
+interface Position {
+  depth: number;
+  /** The type whose fields the selection set picks; undefined below introspection and unknown fields. */
+  type: GraphQLCompositeType | undefined;
+  /** How many times the selection set is expected to run: the product of the list sizes above it. */
+  repeats: number;
+  /** The page size from a `first` on the path that no list has taken yet. */
+  pageSize: number | undefined;
+}
+
+const thousands = (n: number) => n.toLocaleString('en-US');
+
+const clampPageSize = (size: number) => Math.min(Math.max(size, 1), MAX_PAGE_SIZE);
+
+/** The page size `first` asks for, before variables are known: a variable counts as its default or the largest page. */
+function pageSizeOf(value: ValueNode | undefined, variables: Map<string, VariableDefinitionNode>): number {
+  if (!value || value.kind === Kind.NULL) return DEFAULT_PAGE_SIZE;
+  if (value.kind === Kind.INT) return clampPageSize(Number(value.value));
+  if (value.kind === Kind.VARIABLE) {
+    const defaultValue = variables.get(value.name.value)?.defaultValue;
+    if (defaultValue?.kind === Kind.INT) return clampPageSize(Number(defaultValue.value));
+  }
+  return MAX_PAGE_SIZE;
+}
+
+function fieldDefinition(type: GraphQLCompositeType | undefined, name: string): GraphQLField<unknown, unknown> | undefined {
+  if (name.startsWith('__') || !(isObjectType(type) || isInterfaceType(type))) return undefined;
+  return type.getFields()[name];
+}
+
+function typeCondition(schema: GraphQLSchema, name: string): GraphQLCompositeType | undefined {
+  const type = schema.getType(name);
+  return isCompositeType(type) ? type : undefined;
+}
+
+function measure(selectionSet: SelectionSetNode, at: Position, operation: Operation, total: Measure): void {
   for (const selection of selectionSet.selections) {
     if (selection.kind === Kind.FIELD) {
       total.fields++;
       if (selection.alias) total.aliases++;
-      total.depth = Math.max(total.depth, depth);
-      if (selection.selectionSet) measure(selection.selectionSet, fragments, depth + 1, expanding, total);
+      total.depth = Math.max(total.depth, at.depth);
+      const definition = fieldDefinition(at.type, selection.name.value);
+      // Unknown fields are reported by graphql's own rules; they and introspection count towards depth and fields only.
+      if (!definition) {
+        const uncosted: Position = { depth: at.depth + 1, type: undefined, repeats: 0, pageSize: undefined };
+        if (selection.selectionSet) measure(selection.selectionSet, uncosted, operation, total);
+        continue;
+      }
+      total.cost += at.repeats;
+      if (!selection.selectionSet) continue;
+      let { repeats, pageSize } = at;
+      if (definition.args.some((argument) => argument.name === 'first')) {
+        const first = selection.arguments?.find((argument) => argument.name.value === 'first');
+        pageSize = pageSizeOf(first?.value, operation.variables);
+      }
+      const nullableType = getNullableType(definition.type);
+      const namedType = getNamedType(definition.type);
+      if (isListType(nullableType) && isCompositeType(namedType)) {
+        repeats *= pageSize ?? DEFAULT_LIST_SIZE;
+        pageSize = undefined;
+      }
+      const type = isCompositeType(namedType) ? namedType : undefined;
+      measure(selection.selectionSet, { depth: at.depth + 1, type, repeats, pageSize }, operation, total);
     } else if (selection.kind === Kind.INLINE_FRAGMENT) {
-      measure(selection.selectionSet, fragments, depth, expanding, total);
+      const condition = selection.typeCondition?.name.value;
+      const type = condition ? typeCondition(operation.schema, condition) : at.type;
+      measure(selection.selectionSet, { ...at, type }, operation, total);
     } else {
-      const fragment = fragments.get(selection.name.value);
+      const fragment = operation.fragments.get(selection.name.value);
       // Cycles are reported by graphql's own NoFragmentCycles rule; here they only must not loop.
-      if (!fragment || expanding.has(fragment.name.value)) continue;
-      expanding.add(fragment.name.value);
-      measure(fragment.selectionSet, fragments, depth, expanding, total);
-      expanding.delete(fragment.name.value);
+      if (!fragment || operation.expanding.has(fragment.name.value)) continue;
+      operation.expanding.add(fragment.name.value);
+      const type = typeCondition(operation.schema, fragment.typeCondition.name.value);
+      measure(fragment.selectionSet, { ...at, type }, operation, total);
+      operation.expanding.delete(fragment.name.value);
     }
   }
 }
 
-/** A validation rule that refuses operations too deep, too wide or too aliased to be a real client's. */
+/** A validation rule that refuses operations too deep, too wide, too aliased or too costly to be a real client's. */
 export function queryLimitsRule(limits: QueryLimits) {
   return (context: ValidationContext): ASTVisitor => ({
     Document(document) {
+      const schema = context.getSchema();
       const fragments = new Map<string, FragmentDefinitionNode>();
       for (const definition of document.definitions) {
         if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
       }
       for (const definition of document.definitions) {
         if (definition.kind !== Kind.OPERATION_DEFINITION) continue;
-        const total: Measure = { depth: 0, fields: 0, aliases: 0 };
-        measure(definition.selectionSet, fragments, 1, new Set(), total);
+        const variables = new Map(definition.variableDefinitions?.map((variable) => [variable.variable.name.value, variable]));
+        const total: Measure = { depth: 0, fields: 0, aliases: 0, cost: 0 };
+        const root = schema.getRootType(definition.operation) ?? undefined;
+        const start: Position = { depth: 1, type: root, repeats: 1, pageSize: undefined };
+        measure(definition.selectionSet, start, { schema, fragments, variables, expanding: new Set() }, total);
         const problems = [
           total.depth > limits.maxDepth && `nests ${total.depth} levels deep (at most ${limits.maxDepth})`,
           total.fields > limits.maxFields && `selects ${total.fields} fields (at most ${limits.maxFields})`,
           total.aliases > limits.maxAliases && `uses ${total.aliases} aliases (at most ${limits.maxAliases})`,
+          total.cost > limits.maxCost &&
+            `costs about ${thousands(total.cost)} (at most ${thousands(limits.maxCost)}: each field counts once per item of ` +
+              `the lists above it, a page as its \`first\` and other lists as ${DEFAULT_LIST_SIZE}; ask for smaller pages or fewer fields)`,
         ].filter(Boolean);
         if (problems.length > 0) {
           context.reportError(new GraphQLError(`The operation ${problems.join(', ')}`, { nodes: [definition] }));

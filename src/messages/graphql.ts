@@ -1,6 +1,6 @@
 import { formatApiDate } from '../dates';
 import { builder } from '../graphql/builder';
-import { getMessage, listMessages, type Message, type MessagePage } from './service';
+import { DEFAULT_PAGE_SIZE, getMessage, listMessages, MAX_PAGE_SIZE, type Message, type MessagePage } from './service';
 import { MESSAGE_STATUSES } from './tables';
 
 const MessageStatusEnum = builder.enumType('MessageStatus', {
@@ -51,7 +51,7 @@ builder.queryFields((t) => ({
     args: {
       webhookId: t.arg.id({ required: true }),
       status: t.arg({ type: MessageStatusEnum }),
-      first: t.arg.int({ description: 'Page size, 1 to 100 (default 20).' }),
+      first: t.arg.int({ description: `Page size, 1 to ${MAX_PAGE_SIZE} (default ${DEFAULT_PAGE_SIZE}).` }),
       after: t.arg.string({ description: 'The endCursor of the previous page.' }),
     },
     resolve: (_root, args, ctx) =>

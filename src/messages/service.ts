@@ -28,6 +28,7 @@ export interface MessagePage {
 }
 
 export const MAX_PAGE_SIZE = 100;
+export const DEFAULT_PAGE_SIZE = 20;
 
 const encodeCursor = (seq: number) => Buffer.from(`m:${seq}`).toString('base64url');
 
@@ -83,7 +84,7 @@ export async function listMessages(
   query: { webhookId: string; status?: MessageStatus | null; first?: number | null; after?: string | null },
 ): Promise<MessagePage> {
   requirePermission(ctx.principal, 'webhooks:read');
-  const first = query.first ?? 20;
+  const first = query.first ?? DEFAULT_PAGE_SIZE;
   if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE_SIZE) {
     throw new AppError('IncorrectQueryParameter', `must be between 1 and ${MAX_PAGE_SIZE}`, 'first');
   }
