@@ -1,9 +1,7 @@
-import { createClient } from 'graphql-ws';
 import postgres from 'postgres';
-import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from './support/gateway';
-import { openSubscriptions, StatusWatcher, waitForSubscriptions, type StatusChange } from './support/live';
+import { openConnection, openSubscriptions, StatusWatcher, waitForSubscriptions, type StatusChange } from './support/live';
 import { spawnGateway, type GatewayProcess } from './support/process';
 import { Receiver } from './support/receiver';
 import { waitFor } from './support/wait';
@@ -231,23 +229,16 @@ describe('deliveryStatus over graphql-ws', () => {
 
   it('checks the token again for every operation: a revoked profile is cut off', async () => {
     const revoked = await api.token({ name: 'Revoked' });
-    let closed: { code: number; reason: string } | undefined;
-    const client = createClient({
-      url: `${api.url.replace(/^http/, 'ws')}/graphql`,
-      webSocketImpl: WebSocket,
-      connectionParams: { Authorization: `Bearer ${revoked}` },
-      retryAttempts: 0,
-      lazy: false, // one connection throughout
-      onNonLazyError: () => {}, // the close is what this test waits for
-      on: { closed: (event) => (closed ??= { code: (event as CloseEvent).code, reason: (event as CloseEvent).reason }) },
-    });
+    const { client, closed } = openConnection(api.url, { Authorization: `Bearer ${revoked}` }); // one connection throughout
     try {
       const first = await client.iterate({ query: '{ outgoingWebhooks { id } }' }).next();
       expect(first.value?.data?.outgoingWebhooks).toBeInstanceOf(Array);
       await app`update webhook_gateway.api_clients set revoked_at = now() where name = 'Revoked'`;
       await client.iterate({ query: '{ outgoingWebhooks { id } }' }).next().catch(() => undefined);
-      await waitFor(async () => closed, 10_000, 'the socket to close');
-      expect(closed).toEqual({ code: 4401, reason: 'Unauthorized: The access token is invalid or expired' });
+      expect(await waitFor(async () => closed(), 10_000, 'the socket to close')).toEqual({
+        code: 4401,
+        reason: 'Unauthorized: The access token is invalid or expired',
+      });
     } finally {
       await client.dispose();
     }

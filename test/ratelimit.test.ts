@@ -1,7 +1,7 @@
-import { createClient, type Client } from 'graphql-ws';
-import WebSocket from 'ws';
+import type { Client } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from './support/gateway';
+import { openConnection } from './support/live';
 import { waitFor } from './support/wait';
 
 const LIMIT = 5;
@@ -21,21 +21,6 @@ afterAll(async () => {
   await second?.stop();
   await first?.stop();
 });
-
-/** A graphql-ws connection that connects at once and remembers how it was closed. */
-function connect(gateway: TestGateway, token: string): { client: Client; closed: () => { code: number; reason: string } | undefined } {
-  let closed: { code: number; reason: string } | undefined;
-  const client = createClient({
-    url: `${gateway.url.replace(/^http/, 'ws')}/graphql`,
-    webSocketImpl: WebSocket,
-    connectionParams: { Authorization: `Bearer ${token}` },
-    retryAttempts: 0,
-    lazy: false,
-    onNonLazyError: () => {},
-    on: { closed: (event) => (closed ??= { code: (event as CloseEvent).code, reason: (event as CloseEvent).reason }) },
-  });
-  return { client, closed: () => closed };
-}
 
 const waitForConnected = (client: Client) => new Promise<void>((resolve) => client.on('connected', () => resolve()));
 
@@ -79,7 +64,7 @@ describe('API rate limit (API_RATE_LIMIT requests a minute per client profile)',
   it('counts WebSocket connections and operations too: over the limit an operation gets TooManyRequests, a connection 4429', async () => {
     await startOfAMinute();
     const token = await first.token({ name: 'Socket Client', email: 'socket@acme.com' });
-    const { client } = connect(first, token); // 1 request
+    const { client } = openConnection(first.url, { Authorization: `Bearer ${token}` }); // 1 request
     try {
       for (let i = 0; i < LIMIT - 1; i++) {
         const result = await client.iterate({ query: QUERY }).next();
@@ -91,7 +76,7 @@ describe('API rate limit (API_RATE_LIMIT requests a minute per client profile)',
       expect(error!.message).toContain(`more than ${LIMIT} requests`);
 
       // A new connection (here to the other process) is refused while the client is over it.
-      const late = connect(second, token);
+      const late = openConnection(second.url, { Authorization: `Bearer ${token}` });
       const closed = await waitFor(async () => late.closed(), 10_000, 'the socket to close');
       expect(closed.code).toBe(4429);
       expect(closed.reason).toMatch(/^TooManyRequests: This client made more than 5 requests/);
@@ -103,27 +88,27 @@ describe('API rate limit (API_RATE_LIMIT requests a minute per client profile)',
 
   it('lets a client hold at most WS_MAX_CONNECTIONS_PER_CLIENT WebSocket connections to a process', async () => {
     const capped = await startTestGateway({ API_RATE_LIMIT: '0', WS_MAX_CONNECTIONS_PER_CLIENT: '2' }, first.databaseUrl);
-    const connections: ReturnType<typeof connect>[] = [];
+    const connections: ReturnType<typeof openConnection>[] = [];
     try {
       const token = await capped.token({ name: 'Many Sockets', email: 'sockets@acme.com' });
       for (let i = 0; i < 2; i++) {
-        const connection = connect(capped, token);
+        const connection = openConnection(capped.url, { Authorization: `Bearer ${token}` });
         connections.push(connection);
         await waitForConnected(connection.client);
       }
-      const third = connect(capped, token);
+      const third = openConnection(capped.url, { Authorization: `Bearer ${token}` });
       connections.push(third);
       const closed = await waitFor(async () => third.closed(), 10_000, 'the socket to close');
       expect(closed).toEqual({ code: 4429, reason: 'TooManyRequests: this client has 2 connections open here (WS_MAX_CONNECTIONS_PER_CLIENT)' });
 
       // Another client is not counted with it, and a closed connection frees its place.
-      const other = connect(capped, await capped.token({ name: 'Other Socket', email: 'other@acme.com' }));
+      const other = openConnection(capped.url, { Authorization: `Bearer ${await capped.token({ name: 'Other Socket', email: 'other@acme.com' })}` });
       connections.push(other);
       await waitForConnected(other.client);
       await connections[0]!.client.dispose();
       const admitted = await waitFor(
         async () => {
-          const again = connect(capped, token);
+          const again = openConnection(capped.url, { Authorization: `Bearer ${token}` });
           connections.push(again);
           const result = await again.client.iterate({ query: QUERY }).next().catch(() => undefined);
           return result?.value?.data ?? undefined;

@@ -75,6 +75,24 @@ export class StatusWatcher {
   }
 }
 
+/** A graphql-ws connection made at once and kept (not lazy, never retried), and how it was closed, once it is. */
+export function openConnection(
+  gatewayUrl: string,
+  connectionParams: Record<string, unknown>,
+): { client: Client; closed(): { code: number; reason: string } | undefined } {
+  let closed: { code: number; reason: string } | undefined;
+  const client = createClient({
+    url: `${gatewayUrl.replace(/^http/, 'ws')}/graphql`,
+    webSocketImpl: WebSocket,
+    connectionParams,
+    retryAttempts: 0,
+    lazy: false,
+    onNonLazyError: () => {}, // callers look at how it closed
+    on: { closed: (event) => (closed ??= { code: (event as CloseEvent).code, reason: (event as CloseEvent).reason }) },
+  });
+  return { client, closed: () => closed };
+}
+
 /** Subscriptions open on a gateway, read from its /metrics. */
 export async function openSubscriptions(gatewayUrl: string): Promise<number> {
   const text = await (await fetch(`${gatewayUrl}/metrics`)).text();
