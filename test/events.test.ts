@@ -448,6 +448,16 @@ describe('payload templates', () => {
     expect(message.body).toEqual({ name: nasty, quoted: `said: ${nasty}`, missing: null });
     expect(Object.keys(message.body)).toEqual(['name', 'quoted', 'missing']);
   });
+
+  it('keep line breaks, tabs, backslashes and other characters of values, row by row in one batch', async () => {
+    const { table, webhookId } = await setup();
+    await createEvent(webhookId, { EventType: 'table.recordInsert', ObjectName: table });
+    const values = ['two\nlines', 'crlf\r\nand\ttab', 'back\\slash \\n "quoted"', 'sep\u2028ara\u2029tors, emoji 🎉, nul-free', ''];
+    await app`insert into ${app(table)} ("Name") select unnest(${values}::text[])`;
+    const messages = await waitForMessages(webhookId, values.length);
+    const names = messages.map((message: { body: { data: { Name: string }[] } }) => message.body.data[0]!.Name);
+    expect(names.sort()).toEqual([...values].sort());
+  });
 });
 
 describe('messages over GraphQL', () => {

@@ -135,17 +135,25 @@ interface NewDelivery {
   callThrottling: number;
 }
 
-// Bulk inserts take one array per column (unnest): a handful of parameters however many rows,
-// where a VALUES list would build and bind thousands. (Timestamps travel as text[]: postgres.js
-// cannot serialise a timestamptz[] parameter.)
+// Bulk writes take one array per column (unnest): a handful of parameters however many rows,
+// where a VALUES list would build and bind thousands, and a statement text that never changes, so
+// it is prepared once per connection. (Timestamps travel as text[]: postgres.js cannot serialise
+// a timestamptz[] parameter.)
 async function insertMessages(db: Db, rows: NewMessage[]): Promise<void> {
   if (rows.length === 0) return;
   const column = <T>(pick: (row: NewMessage) => T) => sql.param(rows.map(pick));
-  await db.execute(sql`insert into webhook_gateway.messages (id, webhook_id, event_id, event_type, object_name, body, event_date)
+  // The bodies go as one text, a line each: JSON.stringify never writes a raw line break, and
+  // this spares escaping every quote of every body into an array literal (a third of the cost).
+  const bodies = sql.param(rows.map((row) => row.body).join('\n'));
+  await queryRows(
+    db,
+    sql`insert into webhook_gateway.messages (id, webhook_id, event_id, event_type, object_name, body, event_date)
     select * from unnest(${column((row) => row.id)}::uuid[], ${column((row) => row.webhookId)}::text[],
       ${column((row) => row.eventId)}::text[], ${column((row) => row.eventType)}::text[],
-      ${column((row) => row.objectName)}::text[], ${column((row) => row.body)}::text[],
-      ${column((row) => row.eventDate.toISOString())}::text[]::timestamptz[])`);
+      ${column((row) => row.objectName)}::text[], string_to_array(${bodies}::text, E'\n'),
+      ${column((row) => row.eventDate.toISOString())}::text[]::timestamptz[])`,
+    { prepared: true },
+  );
 }
 
 /**
@@ -161,6 +169,7 @@ async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<DeliveryTo
       from unnest(${sql.param(rows.map((row) => row.messageId))}::uuid[], ${sql.param(rows.map((row) => row.webhookId))}::text[],
         ${sql.param(rows.map((row) => row.url))}::text[]) as d(message_id, webhook_id, url)
       returning id, message_id, url, next_attempt_at`,
+    { prepared: true },
   );
   const idOf = new Map(inserted.map((row) => [`${row.message_id} ${row.url}`, row]));
   return rows.map((row) => {
@@ -180,12 +189,8 @@ async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<DeliveryTo
 }
 
 async function deleteChanges(db: Db, changes: { id: number }[]): Promise<void> {
-  await db.delete(outbox).where(
-    inArray(
-      outbox.id,
-      changes.map((change) => change.id),
-    ),
-  );
+  const ids = sql.param(changes.map((change) => change.id));
+  await queryRows(db, sql`delete from webhook_gateway.outbox where id = any(${ids}::bigint[])`, { prepared: true });
 }
 
 export interface DispatchResult {
