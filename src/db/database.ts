@@ -139,7 +139,8 @@ const dialect = new PgDialect();
  * on postgres.js the statement is prepared once per connection and planned once, not per call.
  */
 export async function queryRows<T>(db: Db, query: SQL, options: { prepared?: boolean } = {}): Promise<T[]> {
-  const client = (db as { $client?: unknown }).$client as postgres.Sql | undefined;
+  // drizzle keeps the driver's client on the session: a transaction's is its own connection.
+  const client = (db as unknown as { session?: { client?: postgres.Sql } }).session?.client;
   if (options.prepared && typeof client?.unsafe === 'function') {
     const { sql: text, params } = dialect.sqlToQuery(query);
     return (await client.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })) as unknown as T[];
