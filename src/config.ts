@@ -97,7 +97,7 @@ export interface Config {
   accountId: string;
   multicastMaxUrls: number;
   callThrottlingMax: number;
-  /** API requests a client profile may make per minute (REST and GraphQL over HTTP); 0: no limit. */
+  /** API requests a client profile may make per minute (REST, GraphQL, WebSocket connections and operations); 0: no limit. */
   apiRateLimit: number;
   /** WebSocket connections one client profile may hold open to one API process. */
   wsMaxConnectionsPerClient: number;

@@ -97,11 +97,11 @@ export async function listAttempts(ctx: ServiceContext, messageId: string): Prom
     .orderBy(asc(deliveryAttempts.attemptedAt), asc(deliveryAttempts.id));
 }
 
-/** Live status changes of the deliveries the filter picks (all, a webhook's, or a message's). */
 /**
- * Starts a live status subscription. `recheckAccess` (a stream over HTTP) checks the caller's
- * token again every TOKEN_RECHECK_INTERVAL and when it expires, and the stream ends with the
- * reason once it no longer holds; a WebSocket connection does the same for all its operations.
+ * Live status changes of the deliveries the filter picks (all, a webhook's, or a message's).
+ * With `recheckAccess` (a stream over HTTP) the caller's token is checked again every
+ * TOKEN_RECHECK_INTERVAL and when it expires, and the stream ends with the reason once it no
+ * longer holds; a WebSocket connection does the same for all its operations.
  */
 export async function watchDeliveryStatus(
   ctx: ServiceContext,
