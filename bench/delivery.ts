@@ -194,10 +194,14 @@ export async function benchDelivery(): Promise<void> {
         await until(async () => (await receiver.stats()).count >= sent + 10_000);
         samples.push(await rssOf(workerUrl));
       }
-      const fmt = (mb: number) => `${mb.toFixed(0)} MB`;
+      // Flat means no trend: the second half of the run holds no more than the first.
+      const measured = samples.slice(1);
+      const meanOf = (values: number[]) => (values.reduce((sum, value) => sum + value, 0) / values.length).toFixed(0);
+      const half = Math.floor(measured.length / 2);
       console.log(
-        `memory, worker process RSS over ${LONG_RUN.toLocaleString('en-US')} messages: start ${fmt(samples[1]!)}, ` +
-          `end ${fmt(samples.at(-1)!)}, max ${fmt(Math.max(...samples.slice(1)))} (sampled every 10,000)`,
+        `memory, worker process RSS over ${LONG_RUN.toLocaleString('en-US')} messages, every 10,000 (MB): ` +
+          `${measured.map((mb) => mb.toFixed(0)).join(' ')}; mean of the first half ${meanOf(measured.slice(0, half))} MB, ` +
+          `of the second ${meanOf(measured.slice(half))} MB`,
       );
     }
   } finally {
