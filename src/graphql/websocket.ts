@@ -98,6 +98,17 @@ export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: GraphQL
   sockets.on('connection', batchSends); // before graphql-ws's own listener, so that it sends through it
   const connectionsOf = new Map<string, number>();
 
+  /** Counts a connection or operation against the client's API rate limit: the refusal, if over it. */
+  async function overRateLimit(principal: Principal): Promise<RateLimitedError | undefined> {
+    try {
+      await deps.rateLimiter.admit(principal);
+      return undefined;
+    } catch (error) {
+      if (error instanceof RateLimitedError) return error;
+      throw error;
+    }
+  }
+
   /** Counts the connection for its client, or closes it (4429) when the client is over a limit. */
   async function admitConnection(extra: ConnectionExtra, principal: Principal): Promise<boolean> {
     const { socket } = extra;
@@ -105,12 +116,8 @@ export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: GraphQL
       socket.close(TOO_MANY_REQUESTS_CLOSE_CODE, `TooManyRequests: ${reason}`);
       return false;
     };
-    try {
-      await deps.rateLimiter.admit(principal);
-    } catch (error) {
-      if (error instanceof RateLimitedError) return refuse(error.message);
-      throw error;
-    }
+    const refused = await overRateLimit(principal);
+    if (refused) return refuse(refused.message);
     const open = connectionsOf.get(principal.clientId) ?? 0;
     if (open >= deps.maxConnectionsPerClient) {
       return refuse(`this client has ${open} connections open here (WS_MAX_CONNECTIONS_PER_CLIENT)`);
@@ -178,12 +185,8 @@ export function attachGraphQLWebSocket(server: Server, yoga: Yoga, deps: GraphQL
         }
         const principal = await authenticate(ctx.extra);
         if (!principal) return internalError(); // the socket is closing with the reason
-        try {
-          await deps.rateLimiter.admit(principal);
-        } catch (error) {
-          if (error instanceof RateLimitedError) return [appErrorToGraphQL(error)];
-          throw error;
-        }
+        const refused = await overRateLimit(principal);
+        if (refused) return [appErrorToGraphQL(refused)];
         const log = deps.log.child({ connection: ctx.extra.request.headers['sec-websocket-key'] });
         const enveloped = yoga.getEnveloped({ log, principal, params: payload, request: undefined as never });
         try {

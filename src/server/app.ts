@@ -90,7 +90,7 @@ export function createApp(deps: AppDependencies): Hono<HttpEnv> {
     });
     app.get(`${GRAPHIQL_ASSETS_PATH}/:file`, async (c) => {
       const asset = (await graphiqlAssets()).files.get(c.req.param('file'));
-      if (!asset) return restError(c, 'ObjectNotFound', `No route ${c.req.method} ${c.req.path}`);
+      if (!asset) return c.notFound();
       return c.body(typeof asset.body === 'string' ? asset.body : new Uint8Array(asset.body), 200, {
         'Content-Type': asset.contentType,
         'Cache-Control': 'public, max-age=31536000, immutable',
