@@ -386,6 +386,50 @@ describe('retention', () => {
   });
 });
 
+describe('counts', () => {
+  it('counts messages, calls and errors per webhook and per event for the last 30 days, by the hour', async () => {
+    const { deleteExpiredRecords } = await import('../src/delivery/retention');
+    const ok = `/counts-${counter + 1}/ok`;
+    const gone = `/counts-${counter + 1}/gone`;
+    receiver.answer(gone, { status: 410 }); // fails for good on the first attempt
+    const { table, webhook } = await setup([ok, gone]);
+    await gw.request('POST', `/v2/outgoingWebhooks/${webhook.Id}/events`, {
+      token,
+      body: { EventType: 'table.recordDelete', ObjectName: table },
+    });
+    const listed = await gw.request('GET', `/v2/outgoingWebhooks/${webhook.Id}/events`, { token });
+    const eventOf = (type: string) => listed.body.Result.find((event: any) => event.Type === type).Id as string;
+    const [inserts, deletes] = [eventOf('table.recordInsert'), eventOf('table.recordDelete')];
+    const stats = async (path = '') => {
+      const { body } = await gw.request('GET', `/v2/outgoingWebhooks/${webhook.Id}${path}`, { token });
+      return { Messages: body.Messages, Calls: body.Calls, Errors: body.Errors };
+    };
+
+    await app.unsafe(`insert into "${table}" (note) values ('one'), ('two')`);
+    await app.unsafe(`delete from "${table}" where note = 'one'`);
+    await waitFor(async () => ((await stats()).Calls === 6 ? true : undefined), 15_000, 'six calls counted');
+    expect(await stats()).toEqual({ Messages: 3, Calls: 6, Errors: 3 });
+    expect(await stats(`/events/${inserts}`)).toEqual({ Messages: 2, Calls: 4, Errors: 2 });
+    expect(await stats(`/events/${deletes}`)).toEqual({ Messages: 1, Calls: 2, Errors: 1 });
+
+    // Counts from 29 days ago are shown, from 40 days ago not (and the clean-up deletes them).
+    await app`insert into webhook_gateway.delivery_counts (webhook_id, event_id, hour, messages, calls, errors) values
+      (${webhook.Id}, ${inserts}, date_trunc('hour', now() - interval '29 days'), 1, 1, 0),
+      (${webhook.Id}, ${inserts}, date_trunc('hour', now() - interval '40 days'), 100, 100, 100)`;
+    expect(await stats(`/events/${inserts}`)).toEqual({ Messages: 3, Calls: 5, Errors: 2 });
+    // Counts do not depend on the rows: the attempts' retention leaves them as they are.
+    await app`update webhook_gateway.delivery_attempts set attempted_at = now() - interval '40 days'
+      where message_id in (select id from webhook_gateway.messages where webhook_id = ${webhook.Id})`;
+    const deleted = await deleteExpiredRecords(gw.gateway.database.db, 30);
+    expect(deleted).toMatchObject({ attempts: 6, counts: 1 });
+    expect(await stats()).toEqual({ Messages: 4, Calls: 7, Errors: 3 });
+
+    // Deleting the webhook deletes its counts.
+    await gw.request('DELETE', `/v2/outgoingWebhooks/${webhook.Id}`, { token });
+    expect(await app`select 1 from webhook_gateway.delivery_counts where webhook_id = ${webhook.Id}`).toHaveLength(0);
+  });
+});
+
 describe('attempt log', () => {
   /** A multicast message delivered to both URLs, and its two deliveries (ordered by URL). */
   async function deliveredTwice(prefix: string) {

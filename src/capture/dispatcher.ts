@@ -7,6 +7,7 @@ import { newTimeOrderedUuid } from '../db/ids';
 import { deleteExpiredRecords } from '../delivery/retention';
 import { webhookEvents, type EventType } from '../events/tables';
 import type { Logger } from '../logger';
+import { countHourOf } from '../messages/stats';
 import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, type HookValues } from '../messages/payload';
 import { urlsByWebhook } from '../webhooks/service';
 import { webhooks } from '../webhooks/tables';
@@ -188,6 +189,30 @@ async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<DeliveryTo
   });
 }
 
+/** Adds the batch's messages to their webhooks' and events' counts for this hour. */
+async function countMessages(db: Db, rows: NewMessage[]): Promise<void> {
+  if (rows.length === 0) return;
+  const counts = new Map<string, { webhookId: string; eventId: string; messages: number }>();
+  for (const { webhookId, eventId } of rows) {
+    const key = `${webhookId}\u0000${eventId}`;
+    const count = counts.get(key);
+    if (count) count.messages++;
+    else counts.set(key, { webhookId, eventId, messages: 1 });
+  }
+  const groups = [...counts.values()];
+  // In key order, as the attempts' counts are: concurrent writers lock the rows in the same order.
+  await queryRows(
+    db,
+    sql`insert into webhook_gateway.delivery_counts as c (webhook_id, event_id, hour, messages)
+      select webhook_id, event_id, ${countHourOf(sql`now()`)}, messages
+      from unnest(${sql.param(groups.map((group) => group.webhookId))}::text[], ${sql.param(groups.map((group) => group.eventId))}::text[],
+        ${sql.param(groups.map((group) => group.messages))}::int[]) as g(webhook_id, event_id, messages)
+      order by webhook_id, event_id
+      on conflict (webhook_id, event_id, hour) do update set messages = c.messages + excluded.messages`,
+    { prepared: true },
+  );
+}
+
 async function deleteChanges(db: Db, changes: { id: number }[]): Promise<void> {
   const ids = sql.param(changes.map((change) => change.id));
   await queryRows(db, sql`delete from webhook_gateway.outbox where id = any(${ids}::bigint[])`, { prepared: true });
@@ -267,7 +292,12 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
       }
     }
     // In order on the one connection (deliveries reference the messages), pipelined as above.
-    const [, made] = await Promise.all([insertMessages(tx, created), insertDeliveries(tx, toDeliver), deleteChanges(tx, changes)]);
+    const [, made] = await Promise.all([
+      insertMessages(tx, created),
+      insertDeliveries(tx, toDeliver),
+      countMessages(tx, created),
+      deleteChanges(tx, changes),
+    ]);
     return { changes: changes.length, messages: created.length, deliveries: made };
   });
 }
@@ -408,7 +438,7 @@ export class Dispatcher {
     const { database, config, log } = this.options;
     this.nextCleanup = Date.now() + CLEANUP_INTERVAL_MS;
     const deleted = await deleteExpiredRecords(database.db, config.logRetentionDays);
-    if (deleted.messages + deleted.attempts + deleted.tokens > 0) log.info(deleted, 'deleted records past LOG_RETENTION_DAYS');
+    if (Object.values(deleted).some((count) => count > 0)) log.info(deleted, 'deleted expired records');
   }
 
   private async syncTriggers(): Promise<void> {

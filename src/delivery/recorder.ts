@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
 import { queryRows, type Db } from '../db/database';
 import { postgresError } from '../db/errors';
+import { countHourOf } from '../messages/stats';
 import type { Logger } from '../logger';
 import type { SendResult } from './sender';
 import type { DeliveryStatus } from './tables';
@@ -123,7 +124,7 @@ export class AttemptRecorder {
 
 /**
  * One statement, so one round trip and atomic: store the attempts (skipping those whose message
- * is gone with its webhook) and move the deliveries to their new state (unless a redelivery bumped
+ * is gone with its webhook), add them to their webhooks' and events' counts, and move the deliveries to their new state (unless a redelivery bumped
  * their generation meanwhile, or the outcome is for an attempt already recorded). Messages need no
  * update: their status follows from their deliveries'. Returns the deliveries moved.
  */
@@ -149,6 +150,13 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<n
         (message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded, http_status, duration_ms, error, response_body)
       select message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded, http_status, duration_ms, error, response_body
       from outcome o where exists (select 1 from webhook_gateway.messages m where m.id = o.message_id)
+      returning webhook_id, event_id, attempted_at, succeeded
+    ),
+    counted as (
+      insert into webhook_gateway.delivery_counts as c (webhook_id, event_id, hour, calls, errors)
+      select webhook_id, event_id, ${countHourOf(sql`attempted_at`)}, count(*), count(*) filter (where not succeeded)
+      from logged group by 1, 2, 3 order by 1, 2, 3
+      on conflict (webhook_id, event_id, hour) do update set calls = c.calls + excluded.calls, errors = c.errors + excluded.errors
     )
     update webhook_gateway.deliveries d set
       status = o.status, attempts = o.attempt,

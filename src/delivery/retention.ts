@@ -1,5 +1,6 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { queryRows, type Db } from '../db/database';
+import { deleteExpiredCounts } from '../messages/stats';
 import { messageStatusOf } from './tables';
 
 const BATCH = 5000;
@@ -47,9 +48,12 @@ async function deleteSettledMessages(db: Db, cutoff: SQL): Promise<number> {
 /**
  * Deletes what is older than LOG_RETENTION_DAYS: settled messages (with their deliveries and
  * attempts), attempts of messages still pending, and expired or revoked tokens. In batches, so
- * that no statement holds locks for long.
+ * that no statement holds locks for long. Also the hourly counts older than the 30 days shown.
  */
-export async function deleteExpiredRecords(db: Db, retentionDays: number): Promise<{ messages: number; attempts: number; tokens: number }> {
+export async function deleteExpiredRecords(
+  db: Db,
+  retentionDays: number,
+): Promise<{ messages: number; attempts: number; tokens: number; counts: number }> {
   const cutoff = sql`now() - make_interval(days => ${retentionDays})`;
   const messages = await deleteSettledMessages(db, cutoff);
   const attempts = await deleteInBatches(
@@ -65,5 +69,5 @@ export async function deleteExpiredRecords(db: Db, retentionDays: number): Promi
           or revoked_at < now() - interval '1 day' limit ${BATCH})
         returning 1) select count(*)::int as n from gone`,
   );
-  return { messages, attempts, tokens };
+  return { messages, attempts, tokens, counts: await deleteExpiredCounts(db) };
 }

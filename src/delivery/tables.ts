@@ -63,11 +63,7 @@ export const deliveryAttempts = gatewaySchema.table(
     error: text('error'),
     responseBody: text('response_body'),
   },
-  (table) => [
-    index('delivery_attempts_message_idx').on(table.messageId),
-    index('delivery_attempts_webhook_idx').on(table.webhookId, table.attemptedAt),
-    index('delivery_attempts_event_idx').on(table.eventId, table.attemptedAt),
-  ],
+  (table) => [index('delivery_attempts_message_idx').on(table.messageId)],
 );
 
 /**

@@ -1,4 +1,4 @@
-import { bigint, index, text, timestamp, uuid } from 'drizzle-orm/pg-core';
+import { bigint, index, integer, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 import { gatewaySchema } from '../db/namespace';
 import { webhooks } from '../webhooks/tables';
 
@@ -26,7 +26,29 @@ export const messages = gatewaySchema.table(
   },
   (table) => [
     index('messages_webhook_seq_idx').on(table.webhookId, table.seq),
-    index('messages_event_idx').on(table.eventId, table.createdAt),
     index('messages_created_idx').on(table.createdAt),
+  ],
+);
+
+/**
+ * Messages made and calls made and failed, per webhook, event and hour (UTC): what the Messages,
+ * Calls and Errors of a webhook or an event (last 30 days) are read from. Kept by the statements
+ * that write the messages and the attempts, so reading them never counts rows.
+ */
+export const deliveryCounts = gatewaySchema.table(
+  'delivery_counts',
+  {
+    webhookId: text('webhook_id')
+      .notNull()
+      .references(() => webhooks.id, { onDelete: 'cascade' }),
+    eventId: text('event_id').notNull(),
+    hour: timestamp('hour', { withTimezone: true }).notNull(),
+    messages: integer('messages').notNull().default(0),
+    calls: integer('calls').notNull().default(0),
+    errors: integer('errors').notNull().default(0),
+  },
+  (table) => [
+    primaryKey({ columns: [table.webhookId, table.eventId, table.hour] }),
+    index('delivery_counts_event_idx').on(table.eventId, table.hour),
   ],
 );
