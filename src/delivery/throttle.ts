@@ -49,7 +49,9 @@ local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
+local counted = count
 local served = {}
+local moved = {}
 local result = {}
 for i = 4, #ARGV, 4 do
   local line = tonumber(ARGV[i]) + 1
@@ -59,18 +61,21 @@ for i = 4, #ARGV, 4 do
     result[#result + 1] = -1
   elseif count < limit then
     redis.call('ZADD', KEYS[1], now, ARGV[i + 3])
-    redis.call('PEXPIRE', KEYS[1], window)
     count = count + 1
     if ticket > served[line] then
       served[line] = ticket
-      redis.call('HSET', KEYS[line], 'served', ticket)
-      redis.call('PEXPIRE', KEYS[line], ARGV[3])
+      moved[line] = true
     end
     result[#result + 1] = 0
   else
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     result[#result + 1] = math.max(1, tonumber(oldest[2]) + window - now)
   end
+end
+if count > counted then redis.call('PEXPIRE', KEYS[1], window) end
+for line in pairs(moved) do
+  redis.call('HSET', KEYS[line], 'served', served[line])
+  redis.call('PEXPIRE', KEYS[line], ARGV[3])
 end
 return result
 `;
