@@ -291,12 +291,13 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
         }
       }
     }
-    // In order on the one connection (deliveries reference the messages), pipelined as above.
+    // In order on the one connection (deliveries reference the messages), pipelined as above. The
+    // counts go last: their row, shared with the attempts' counts, stays locked until the commit.
     const [, made] = await Promise.all([
       insertMessages(tx, created),
       insertDeliveries(tx, toDeliver),
-      countMessages(tx, created),
       deleteChanges(tx, changes),
+      countMessages(tx, created),
     ]);
     return { changes: changes.length, messages: created.length, deliveries: made };
   });
