@@ -124,9 +124,10 @@ export class AttemptRecorder {
 
 /**
  * One statement, so one round trip and atomic: store the attempts (skipping those whose message
- * is gone with its webhook), add them to their webhooks' and events' counts, and move the deliveries to their new state (unless a redelivery bumped
- * their generation meanwhile, or the outcome is for an attempt already recorded). Messages need no
- * update: their status follows from their deliveries'. Returns the deliveries moved.
+ * is gone with its webhook), add them to their webhooks' and events' counts, and move the
+ * deliveries to their new state (unless a redelivery bumped their generation meanwhile, or the
+ * outcome is for an attempt already recorded). Messages need no update: their status follows
+ * from their deliveries'. Returns the deliveries moved.
  */
 async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<number>> {
   // One array per column: the statement's text is the same for any batch, so Postgres plans it once.
