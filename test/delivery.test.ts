@@ -405,24 +405,27 @@ describe('counts', () => {
       return { Messages: body.Messages, Calls: body.Calls, Errors: body.Errors };
     };
 
+    // This hour's count already holds some: new messages and calls are added to it, not written over it.
+    await app`insert into webhook_gateway.delivery_counts (webhook_id, event_id, hour, messages, calls, errors)
+      values (${webhook.Id}, ${inserts}, date_trunc('hour', now(), 'UTC'), 10, 20, 5)`;
     await app.unsafe(`insert into "${table}" (note) values ('one'), ('two')`);
     await app.unsafe(`delete from "${table}" where note = 'one'`);
-    await waitFor(async () => ((await stats()).Calls === 6 ? true : undefined), 15_000, 'six calls counted');
-    expect(await stats()).toEqual({ Messages: 3, Calls: 6, Errors: 3 });
-    expect(await stats(`/events/${inserts}`)).toEqual({ Messages: 2, Calls: 4, Errors: 2 });
+    await waitFor(async () => ((await stats()).Calls === 26 ? true : undefined), 15_000, 'six more calls counted');
+    expect(await stats()).toEqual({ Messages: 13, Calls: 26, Errors: 8 });
+    expect(await stats(`/events/${inserts}`)).toEqual({ Messages: 12, Calls: 24, Errors: 7 });
     expect(await stats(`/events/${deletes}`)).toEqual({ Messages: 1, Calls: 2, Errors: 1 });
 
     // Counts from 29 days ago are shown, from 40 days ago not (and the clean-up deletes them).
     await app`insert into webhook_gateway.delivery_counts (webhook_id, event_id, hour, messages, calls, errors) values
       (${webhook.Id}, ${inserts}, date_trunc('hour', now() - interval '29 days'), 1, 1, 0),
       (${webhook.Id}, ${inserts}, date_trunc('hour', now() - interval '40 days'), 100, 100, 100)`;
-    expect(await stats(`/events/${inserts}`)).toEqual({ Messages: 3, Calls: 5, Errors: 2 });
+    expect(await stats(`/events/${inserts}`)).toEqual({ Messages: 13, Calls: 25, Errors: 7 });
     // Counts do not depend on the rows: the attempts' retention leaves them as they are.
     await app`update webhook_gateway.delivery_attempts set attempted_at = now() - interval '40 days'
       where message_id in (select id from webhook_gateway.messages where webhook_id = ${webhook.Id})`;
     const deleted = await deleteExpiredRecords(gw.gateway.database.db, 30);
     expect(deleted).toMatchObject({ attempts: 6, counts: 1 });
-    expect(await stats()).toEqual({ Messages: 4, Calls: 7, Errors: 3 });
+    expect(await stats()).toEqual({ Messages: 14, Calls: 27, Errors: 8 });
 
     // Deleting the webhook deletes its counts.
     await gw.request('DELETE', `/v2/outgoingWebhooks/${webhook.Id}`, { token });
