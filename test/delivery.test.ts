@@ -427,6 +427,11 @@ describe('counts', () => {
     expect(deleted).toMatchObject({ attempts: 6, counts: 1 });
     expect(await stats()).toEqual({ Messages: 14, Calls: 27, Errors: 8 });
 
+    // Counts are GraphQL Ints: a sum past 2^31 - 1 is shown as that.
+    await app`insert into webhook_gateway.delivery_counts (webhook_id, event_id, hour, messages, calls, errors)
+      values (${webhook.Id}, ${deletes}, date_trunc('hour', now() - interval '2 hours', 'UTC'), 0, 2147483647, 0)`;
+    expect(await stats()).toEqual({ Messages: 14, Calls: 2147483647, Errors: 8 });
+
     // Deleting the webhook deletes its counts.
     await gw.request('DELETE', `/v2/outgoingWebhooks/${webhook.Id}`, { token });
     expect(await app`select 1 from webhook_gateway.delivery_counts where webhook_id = ${webhook.Id}`).toHaveLength(0);

@@ -13,13 +13,15 @@ export const STATS_WINDOW_DAYS = 30;
 /** The hour (UTC) a count belongs to, in SQL: counts are kept per webhook, event and hour. */
 export const countHourOf = (time: SQL) => sql`date_trunc('hour', ${time}, 'UTC')`;
 
+/** A sum of counts, shown as at most 2^31 - 1: counts are GraphQL `Int`s, which are 32-bit. */
+const capped = (column: SQL) => sql`least(coalesce(sum(${column}), 0), 2147483647)::int`;
+
 /** Counts over the last 30 days (by the hour) for one webhook or one event. */
 export async function deliveryStats(db: Db, of: { webhookId: string } | { eventId: string }): Promise<DeliveryStats> {
   const owner = 'webhookId' in of ? sql`webhook_id = ${of.webhookId}` : sql`event_id = ${of.eventId}`;
   const [row] = await queryRows<DeliveryStats>(
     db,
-    sql`select coalesce(sum(messages), 0)::int as messages, coalesce(sum(calls), 0)::int as calls,
-          coalesce(sum(errors), 0)::int as errors
+    sql`select ${capped(sql`messages`)} as messages, ${capped(sql`calls`)} as calls, ${capped(sql`errors`)} as errors
         from webhook_gateway.delivery_counts
         where ${owner} and hour >= ${countHourOf(sql`now() - make_interval(days => ${STATS_WINDOW_DAYS})`)}`,
   );
