@@ -55,8 +55,9 @@ export class AttemptRecorder {
 
   /**
    * Writes whatever is waiting; resolves when it and every batch before it are committed.
-   * Batches may commit in parallel: a delivery never has two outcomes in flight, since each
-   * caller waits for its record before the delivery goes on.
+   * Batches may commit in parallel (those adding to the same hourly count take turns on its
+   * row): a delivery never has two outcomes in flight, since each caller waits for its record
+   * before the delivery goes on.
    */
   async flush(): Promise<void> {
     clearTimeout(this.timer);
