@@ -2,6 +2,7 @@ import postgres from 'postgres';
 import { expect, it } from 'vitest';
 import { startTestGateway } from './support/gateway';
 import { waitFor } from './support/wait';
+import { createWatchedWebhook } from './support/watched';
 
 it('keeps changes while no dispatcher runs, then two dispatchers turn each into exactly one message', async () => {
   const api = await startTestGateway({ ROLES: 'api' });
@@ -43,6 +44,44 @@ it('keeps changes while no dispatcher runs, then two dispatchers turn each into 
     expect(new Set(messages.map((message) => message.row_id)).size).toBe(rows);
   } finally {
     await Promise.all(dispatchers.map((gateway) => gateway.stop()));
+    await app.end();
+    await api.stop();
+  }
+});
+
+it('stops a batch at its row-data budget (its first change goes whatever its size), and writes many large bodies in parts', async () => {
+  const { dispatchBatch } = await import('../src/capture/dispatcher');
+  const { loadConfig } = await import('../src/config');
+  const api = await startTestGateway({ ROLES: 'api' });
+  const app = postgres(api.databaseUrl, { max: 2, onnotice: () => {} });
+  try {
+    const token = await api.token();
+    await createWatchedWebhook(api, token, app, { table: 'Large', urls: ['https://hooks.example.com/one'] });
+    // A second webhook on the same table: every change makes two messages.
+    const other = await createWatchedWebhook(api, token, app, { table: 'Large2', urls: ['https://hooks.example.com/two'] });
+    await api.request('POST', `/v2/outgoingWebhooks/${other.Id}/events`, { token, body: { EventType: 'table.recordInsert', ObjectName: 'Large' } });
+    const config = loadConfig({ DATABASE_URL: api.databaseUrl });
+    const db = api.gateway.database.db;
+
+    // Five changes of about 300 KB each against a 1 MB budget: four fit (the fourth starts under it).
+    await app`insert into "Large" (note) select repeat(chr(96 + n), 300000) from generate_series(1, 5) n`;
+    expect(await dispatchBatch(db, config, { maxBytes: 1_000_000 })).toMatchObject({ changes: 4, messages: 8 });
+    expect(await dispatchBatch(db, config, { maxBytes: 1_000_000 })).toMatchObject({ changes: 1, messages: 2 });
+    // A change larger than the whole budget still goes, alone.
+    await app`insert into "Large" (note) select repeat('z', 300000) from generate_series(1, 2)`;
+    expect(await dispatchBatch(db, config, { maxBytes: 100_000 })).toMatchObject({ changes: 1, messages: 2 });
+    expect(await dispatchBatch(db, config, { maxBytes: 100_000 })).toMatchObject({ changes: 1, messages: 2 });
+
+    // Every body whole, each message with its delivery, nothing left behind.
+    const made = await app<{ note: string; deliveries: number }[]>`
+      select m.body::json -> 'data' -> 0 ->> 'note' as note, (select count(*)::int from webhook_gateway.deliveries d where d.message_id = m.id) as deliveries
+      from webhook_gateway.messages m order by m.seq`;
+    expect(made.map((message) => `${message.note[0]}${message.note.length}/${message.deliveries}`)).toEqual(
+      ['a', 'a', 'b', 'b', 'c', 'c', 'd', 'd', 'e', 'e', 'z', 'z', 'z', 'z'].map((letter) => `${letter}300000/1`),
+    );
+    const [{ left }] = await app<[{ left: number }]>`select count(*)::int as left from webhook_gateway.outbox`;
+    expect(left).toBe(0);
+  } finally {
     await app.end();
     await api.stop();
   }

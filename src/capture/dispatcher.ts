@@ -20,7 +20,7 @@ import {
   type DeliveryToQueue,
   type Handover,
 } from '../delivery/queue';
-import { dispatcherState, outbox } from './tables';
+import { dispatcherState } from './tables';
 import { OUTBOX_CHANNEL, syncCaptureTriggers } from './triggers';
 
 const EVENT_TYPE_OF: Record<string, EventType> = {
@@ -30,6 +30,11 @@ const EVENT_TYPE_OF: Record<string, EventType> = {
 };
 
 export const DISPATCH_BATCH_SIZE = 1000;
+/**
+ * A batch also stops at this much row data (its first change always goes): a batch is held in
+ * memory whole, and its bodies travel as one string, which V8 caps at about 512 MB.
+ */
+export const DISPATCH_BATCH_BYTES = 32 * 1024 * 1024;
 const QUEUE_CHECK_INTERVAL_MS = 5000;
 const CLEANUP_INTERVAL_MS = 3_600_000;
 const IDLE_FLAG_REFRESH_MS = 1000;
@@ -140,8 +145,25 @@ interface NewDelivery {
 // where a VALUES list would build and bind thousands, and a statement text that never changes, so
 // it is prepared once per connection. (Timestamps travel as text[]: postgres.js cannot serialise
 // a timestamptz[] parameter.)
-async function insertMessages(db: Db, rows: NewMessage[]): Promise<void> {
-  if (rows.length === 0) return;
+/**
+ * A change matching several events makes several bodies: they go in parts of about maxBytes.
+ * The parts are issued at once, so they stay ahead of the deliveries on the connection.
+ */
+async function insertMessages(db: Db, rows: NewMessage[], maxBytes: number): Promise<void> {
+  const parts: NewMessage[][] = [];
+  let bytes = maxBytes;
+  for (const row of rows) {
+    if (bytes >= maxBytes) {
+      parts.push([]);
+      bytes = 0;
+    }
+    parts.at(-1)!.push(row);
+    bytes += row.body.length;
+  }
+  await Promise.all(parts.map((part) => insertMessagePart(db, part)));
+}
+
+async function insertMessagePart(db: Db, rows: NewMessage[]): Promise<void> {
   const column = <T>(pick: (row: NewMessage) => T) => sql.param(rows.map(pick));
   // The bodies go as one text, a line each: JSON.stringify never writes a raw line break, and
   // this spares escaping every quote of every body into an array literal (a third of the cost).
@@ -225,19 +247,56 @@ export interface DispatchResult {
   deliveries: DeliveryToQueue[];
 }
 
+interface Change {
+  id: number;
+  operation: 'INSERT' | 'UPDATE' | 'DELETE';
+  tableName: string;
+  oldRow: Row | null;
+  newRow: Row | null;
+  changedAt: Date;
+}
+
+const parsedRow = (value: unknown): Row | null => (typeof value === 'string' ? (JSON.parse(value) as Row) : ((value as Row | null) ?? null));
+
 /**
- * Turns up to `limit` captured changes into messages, in one transaction: read the oldest
- * changes no other dispatcher holds, write one message per change per matching event and one
- * delivery per message and URL, delete the changes. A crash at any point leaves all or none.
+ * The oldest changes no other dispatcher holds: up to `limit` of them, and up to `maxBytes` of
+ * row data (measured without reading the rows; the first change goes whatever its size).
  */
-export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BATCH_SIZE): Promise<DispatchResult> {
+async function takeChanges(db: Db, limit: number, maxBytes: number): Promise<Change[]> {
+  const rows = await queryRows<{ id: string | number; operation: Change['operation']; table_name: string; old_row: unknown; new_row: unknown; changed_at: string | Date }>(
+    db,
+    sql`with locked as (
+        select id, coalesce(octet_length(old_row::text), 0) + coalesce(octet_length(new_row::text), 0) as bytes
+        from webhook_gateway.outbox order by id limit ${limit} for update skip locked),
+      taken as (
+        select id from (select id, sum(bytes) over (order by id) - bytes as before from locked) as l
+        where before < ${maxBytes})
+      select o.id, o.operation, o.table_name, o.old_row, o.new_row, o.changed_at
+      from webhook_gateway.outbox o join taken using (id) order by o.id`,
+    { prepared: true },
+  );
+  return rows.map((row) => ({
+    id: Number(row.id),
+    operation: row.operation,
+    tableName: row.table_name,
+    oldRow: parsedRow(row.old_row),
+    newRow: parsedRow(row.new_row),
+    changedAt: new Date(row.changed_at),
+  }));
+}
+
+/**
+ * Turns the oldest captured changes (see takeChanges) into messages, in one transaction: write
+ * one message per change per matching event and one delivery per message and URL, delete the
+ * changes. A crash at any point leaves all or none.
+ */
+export async function dispatchBatch(
+  db: Db,
+  config: Config,
+  { limit = DISPATCH_BATCH_SIZE, maxBytes = DISPATCH_BATCH_BYTES }: { limit?: number; maxBytes?: number } = {},
+): Promise<DispatchResult> {
   return db.transaction(async (tx) => {
-    const changes = await tx
-      .select()
-      .from(outbox)
-      .orderBy(asc(outbox.id))
-      .limit(limit)
-      .for('update', { skipLocked: true });
+    const changes = await takeChanges(tx, limit, maxBytes);
     if (changes.length === 0) return { changes: 0, messages: 0, deliveries: [] };
     const tables = [...new Set(changes.map((change) => change.tableName))];
     const events = await activeEventsFor(tx, tables);
@@ -294,7 +353,7 @@ export async function dispatchBatch(db: Db, config: Config, limit = DISPATCH_BAT
     // In order on the one connection (deliveries reference the messages), pipelined as above. The
     // counts go last: their row, shared with the attempts' counts, stays locked until the commit.
     const [, made] = await Promise.all([
-      insertMessages(tx, created),
+      insertMessages(tx, created, maxBytes),
       insertDeliveries(tx, toDeliver),
       deleteChanges(tx, changes),
       countMessages(tx, created),
