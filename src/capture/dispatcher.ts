@@ -38,7 +38,7 @@ export const DISPATCH_BATCH_BYTES = 32 * 1024 * 1024;
 const QUEUE_CHECK_INTERVAL_MS = 5000;
 const CLEANUP_INTERVAL_MS = 3_600_000;
 const IDLE_FLAG_REFRESH_MS = 1000;
-/** Deliveries queued this long ago and not sent are checked for a missing job. */
+/** Deliveries queued this long ago and not sent, or retries this long overdue, are checked for a missing job. */
 const STALE_AFTER_MS = 120_000;
 
 type Row = Record<string, unknown>;
@@ -387,6 +387,8 @@ export class Dispatcher {
   private nextTriggerSync = 0;
   private nextQueueCheck = 0;
   private nextStaleCheck = 0;
+  /** Where the next check for stale deliveries goes on (a delivery id; 0: from the start). */
+  private staleFrom = 0;
   private nextCleanup = 0;
   private queueUnreachable = false;
   /** What this process last set the idle flag to, and when. */
@@ -460,7 +462,7 @@ export class Dispatcher {
       }
       if (Date.now() >= this.nextStaleCheck) {
         this.nextStaleCheck = Date.now() + STALE_AFTER_MS / 2;
-        await requeueStale(database.db, handover, STALE_AFTER_MS);
+        this.staleFrom = await requeueStale(database.db, handover, STALE_AFTER_MS, this.staleFrom);
       }
       // Skipped while a run of batches keeps the dispatcher busy: nothing asked for it.
       if (this.sweepUnqueued) {

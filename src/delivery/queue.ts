@@ -158,33 +158,50 @@ export async function requeueIfQueueLost(db: Db, redis: Redis, prefix: string): 
 
 /**
  * A dispatcher that stopped between committing deliveries and queueing them leaves them marked
- * queued without a job. Deliveries queued long ago and still not sent get their job added
+ * queued without a job, and a Redis restored from an older snapshot can lose jobs, retries'
+ * too. Deliveries queued long ago and not sent, and retries long overdue, get their job added
  * again: job ids are idempotent, so one that exists (a throttled backlog) is left as it is.
+ * Each check goes through up to `pages` pages of them from the id `after` and returns where the
+ * next one goes on (0: from the start), so that a long throttled backlog cannot keep a lost job
+ * behind it for good.
  */
-export async function requeueStale(db: Db, handover: Handover, olderThanMs: number): Promise<number> {
-  const rows = await db
-    .select(unqueuedColumns)
-    .from(deliveries)
-    .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
-    .innerJoin(messages, eq(messages.id, deliveries.messageId))
-    .where(
-      and(
-        eq(deliveries.queued, true),
-        eq(deliveries.status, 'QUEUED'),
-        sql`${deliveries.updatedAt} < now() - make_interval(secs => ${olderThanMs / 1000})`,
-      ),
-    )
-    .orderBy(asc(deliveries.id))
-    .limit(HANDOVER_BATCH);
-  // Booking slots again would waste them: these wait for a slot when they run.
-  await handover.queue.addBulk(
-    rows.map((row) => ({
-      name: 'deliver',
-      data: { deliveryId: row.id, generation: row.generation },
-      opts: { jobId: deliveryJobId(row.id, row.generation) },
-    })),
-  );
-  return rows.length;
+export async function requeueStale(
+  db: Db,
+  handover: Handover,
+  olderThanMs: number,
+  after = 0,
+  { pageSize = HANDOVER_BATCH, pages = 10 }: { pageSize?: number; pages?: number } = {},
+): Promise<number> {
+  const stale = sql`now() - make_interval(secs => ${olderThanMs / 1000})`;
+  for (let page = 0; page < pages; page++) {
+    const rows = await db
+      .select(unqueuedColumns)
+      .from(deliveries)
+      .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
+      .innerJoin(messages, eq(messages.id, deliveries.messageId))
+      .where(
+        and(
+          eq(deliveries.queued, true),
+          inArray(deliveries.status, UNFINISHED_STATUSES), // the partial index's predicate
+          sql`${deliveries.id} > ${after}`,
+          sql`((${deliveries.status} = 'QUEUED' and ${deliveries.updatedAt} < ${stale})
+            or (${deliveries.status} = 'RETRY_SCHEDULED' and ${deliveries.nextAttemptAt} < ${stale}))`,
+        ),
+      )
+      .orderBy(asc(deliveries.id))
+      .limit(pageSize);
+    // Booking slots again would waste them: these wait for a slot when they run.
+    await handover.queue.addBulk(
+      rows.map((row) => ({
+        name: 'deliver',
+        data: { deliveryId: row.id, generation: row.generation },
+        opts: { jobId: deliveryJobId(row.id, row.generation) },
+      })),
+    );
+    if (rows.length < pageSize) return 0;
+    after = rows.at(-1)!.id;
+  }
+  return after;
 }
 
 /** Deliveries whose jobs could not be added: the handover's safety net picks them up. */
