@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { Redis } from 'ioredis';
 import { expect, it } from 'vitest';
-import { createDeliveryQueue, deliveryJobId, requeueStale, type Handover } from '../src/delivery/queue';
+import { createDeliveryQueue, deliveryJobId, queueDeliveries, requeueStale, type Handover } from '../src/delivery/queue';
 import { StatusPublisher, statusChannel } from '../src/delivery/status';
 import { Throttle } from '../src/delivery/throttle';
 import { createLogger } from '../src/logger';
@@ -13,9 +13,26 @@ import { createWatchedWebhook } from './support/watched';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-it('finds deliveries that lost their job (queued, and retries long overdue) behind a throttled backlog longer than a page', async () => {
+/**
+ * A gateway with a worker and no dispatcher (the only handover is the one a test makes), a
+ * receiver, and deliveries made directly in Postgres, as a dispatcher leaves them.
+ */
+async function harness(run: (h: Awaited<ReturnType<typeof setUp>>) => Promise<void>) {
+  const h = await setUp();
+  try {
+    await run(h);
+  } finally {
+    await h.gw.stop();
+    await h.queue.queue.obliterate({ force: true }).catch(() => {});
+    await h.queue.close();
+    h.redis.disconnect();
+    await h.receiver.stop();
+    await h.app.end();
+  }
+}
+
+async function setUp() {
   const prefix = `test-requeue-${randomBytes(4).toString('hex')}`;
-  // A worker and no dispatcher: the only handover is the one this test makes.
   const gw = await startTestGateway({ ROLES: 'api,worker', ALLOW_PRIVATE_TARGETS: 'true', REDIS_PREFIX: prefix });
   const app = postgres(gw.databaseUrl, { max: 2, onnotice: () => {} });
   const receiver = await new Receiver().start();
@@ -27,35 +44,48 @@ it('finds deliveries that lost their job (queued, and retries long overdue) behi
     callThrottlingMax: 100,
     status: new StatusPublisher(redis, statusChannel(prefix), createLogger('silent')),
   };
-  try {
-    const token = await gw.token();
-    const slow = await createWatchedWebhook(gw, token, app, { table: 'Backlog', urls: [`${receiver.url}/slow`], webhook: { CallThrottling: 1 } });
-    const lost = await createWatchedWebhook(gw, token, app, { table: 'Lost', urls: [`${receiver.url}/lost`] });
-    /** Deliveries as a dispatcher leaves them when it stops between its commit and its handover. */
-    const orphans = async (webhook: Record<string, any>, path: string, count: number, state: { status: string; attempts: number }) => {
-      const [event] = await app<[{ id: string }]>`select id from webhook_gateway.webhook_events where webhook_id = ${webhook.Id}`;
-      return app<{ id: string }[]>`
-        with made as (
-          insert into webhook_gateway.messages (id, webhook_id, event_id, event_type, object_name, body, event_date)
-          select gen_random_uuid(), ${webhook.Id}, ${event.id}, 'table.recordInsert', 'x', '{"n":' || n || '}', now()
-          from generate_series(1, ${count}) n returning id)
-        insert into webhook_gateway.deliveries (message_id, webhook_id, url, queued, status, attempts, next_attempt_at, updated_at)
-        select id, ${webhook.Id}, ${`${receiver.url}${path}`}, true, ${state.status}, ${state.attempts}, now() - interval '5 minutes', now() - interval '5 minutes'
-        from made order by id returning id`;
-    };
-    await orphans(slow, '/slow', 25, { status: 'QUEUED', attempts: 0 });
-    const [queued] = await orphans(lost, '/lost', 1, { status: 'QUEUED', attempts: 0 });
-    const [retry] = await orphans(lost, '/lost', 1, { status: 'RETRY_SCHEDULED', attempts: 1 });
+  const token = await gw.token();
+  let tables = 0;
+  const webhook = (path: string, options: Record<string, unknown> = {}) =>
+    createWatchedWebhook(gw, token, app, { table: `Requeue${++tables}`, urls: [`${receiver.url}${path}`], webhook: options });
+  const deliveries = async (
+    made: Record<string, any>,
+    path: string,
+    count: number,
+    state: { status: string; attempts: number; queued: boolean },
+  ) => {
+    const [event] = await app<[{ id: string }]>`select id from webhook_gateway.webhook_events where webhook_id = ${made.Id}`;
+    return app<{ id: string }[]>`
+      with made as (
+        insert into webhook_gateway.messages (id, webhook_id, event_id, event_type, object_name, body, event_date)
+        select gen_random_uuid(), ${made.Id}, ${event.id}, 'table.recordInsert', 'x', '{"n":' || n || '}', now()
+        from generate_series(1, ${count}) n returning id)
+      insert into webhook_gateway.deliveries (message_id, webhook_id, url, queued, status, attempts, next_attempt_at, updated_at)
+      select id, ${made.Id}, ${`${receiver.url}${path}`}, ${state.queued}, ${state.status}, ${state.attempts},
+        now() - interval '5 minutes', now() - interval '5 minutes'
+      from made order by id returning id`;
+  };
+  return { gw, app, receiver, redis, queue, handover, db: gw.gateway.database.db, webhook, deliveries };
+}
+
+it('finds deliveries that lost their job (queued, and retries long overdue) behind a throttled backlog longer than a page', () =>
+  harness(async ({ app, receiver, queue, handover, db, webhook, deliveries }) => {
+    const slow = await webhook('/slow', { CallThrottling: 1 });
+    const lost = await webhook('/lost');
+    // Marked queued without a job: a dispatcher stopped between its commit and its handover.
+    await deliveries(slow, '/slow', 25, { status: 'QUEUED', attempts: 0, queued: true });
+    const [queued] = await deliveries(lost, '/lost', 1, { status: 'QUEUED', attempts: 0, queued: true });
+    const [retry] = await deliveries(lost, '/lost', 1, { status: 'RETRY_SCHEDULED', attempts: 1, queued: true });
     const jobOf = (id: string) => queue.queue.getJob(deliveryJobId(Number(id), 0));
 
     // Pages of 10, one page a check: the first check reaches only the backlog, and says where to go on.
     const pageOfTen = { pageSize: 10, pages: 1 };
-    let from = await requeueStale(gw.gateway.database.db, handover, 120_000, 0, pageOfTen);
+    let from = await requeueStale(db, handover, 120_000, 0, pageOfTen);
     expect(from).toBeGreaterThan(0);
     expect(await jobOf(queued!.id)).toBeUndefined();
     let checks = 1;
     while (from !== 0) {
-      from = await requeueStale(gw.gateway.database.db, handover, 120_000, from, pageOfTen);
+      from = await requeueStale(db, handover, 120_000, from, pageOfTen);
       checks++;
     }
     expect(checks).toBe(3); // 27 deliveries: 10, 10, 7
@@ -68,12 +98,19 @@ it('finds deliveries that lost their job (queued, and retries long overdue) behi
     });
     const done = await app`select attempts from webhook_gateway.deliveries where id in (${queued!.id}, ${retry!.id}) order by id`;
     expect(done.map((row) => row.attempts)).toEqual([1, 2]);
-  } finally {
-    await gw.stop();
-    await queue.queue.obliterate({ force: true }).catch(() => {});
-    await queue.close();
-    redis.disconnect();
-    await receiver.stop();
-    await app.end();
-  }
-});
+  }));
+
+it('hands each unqueued delivery over once when dispatchers sweep at the same time, booking one throttle slot each', () =>
+  harness(async ({ app, receiver, handover, db, webhook, deliveries }) => {
+    const throttled = await webhook('/swept', { CallThrottling: 2 });
+    await deliveries(throttled, '/swept', 40, { status: 'QUEUED', attempts: 0, queued: false });
+    // Three sweeps at once, as three dispatchers woken by one NOTIFY run them.
+    const handed = await Promise.all([1, 2, 3].map(() => queueDeliveries(db, handover, 1000)));
+    expect(handed.reduce((sum, count) => sum + count, 0)).toBe(40);
+    const [{ unqueued }] = await app<[{ unqueued: number }]>`select count(*)::int as unqueued from webhook_gateway.deliveries where not queued`;
+    expect(unqueued).toBe(0);
+    // 40 slots at 2 a second: the last one about 22 s out (1.1/limit apart), not two or three times that.
+    const [lastSlot] = await handover.throttle.reserveSlots([{ webhookId: throttled.Id, url: `${receiver.url}/swept`, limit: 2 }]);
+    expect(lastSlot!.at - Date.now()).toBeLessThan(30_000);
+    expect(lastSlot!.at - Date.now()).toBeGreaterThan(15_000);
+  }));

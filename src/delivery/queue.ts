@@ -2,7 +2,7 @@ import { Queue } from 'bullmq';
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
-import type { Db } from '../db/database';
+import { queryRows, type Db } from '../db/database';
 import { messages } from '../messages/tables';
 import { webhooks } from '../webhooks/tables';
 import { statusEvent, type DeliveryIdentity, type StatusPublisher } from './status';
@@ -103,7 +103,8 @@ export async function addDeliveryJobs(handover: Handover, rows: readonly Deliver
   );
 }
 
-const unqueuedColumns = {
+/** What a handover needs of a delivery. */
+const handoverColumns = {
   id: deliveries.id,
   generation: deliveries.generation,
   attempts: deliveries.attempts,
@@ -117,27 +118,54 @@ const unqueuedColumns = {
 
 /**
  * The safety net under the dispatcher's own handover: queues deliveries marked unqueued (Redis
- * was away, a redelivery, a lost queue) and marks them queued. Returns how many it handed over.
+ * was away, a redelivery, a lost queue). They are claimed (marked queued) first, under row
+ * locks that other dispatchers skip, so that dispatchers sweeping at once (they all wake on the
+ * same NOTIFY) never book throttle slots for the same deliveries; those that could not be
+ * handed over are marked back. Returns how many it handed over.
  */
 export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOVER_BATCH): Promise<number> {
-  const rows = await db
-    .select(unqueuedColumns)
-    .from(deliveries)
-    .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
-    .innerJoin(messages, eq(messages.id, deliveries.messageId))
-    .where(and(eq(deliveries.queued, false), inArray(deliveries.status, UNFINISHED_STATUSES)))
-    .orderBy(asc(deliveries.id))
-    .limit(limit);
+  const rows = await queryRows<{
+    id: string | number;
+    generation: number;
+    attempts: number;
+    next_attempt_at: string | Date;
+    message_id: string;
+    webhook_id: string;
+    event_id: string;
+    url: string;
+    call_throttling: number;
+  }>(
+    db,
+    sql`with claimed as (
+        update webhook_gateway.deliveries set queued = true
+        where id in (
+          select id from webhook_gateway.deliveries
+          where not queued and status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED') -- UNFINISHED_STATUSES, as the partial index says
+          order by id limit ${limit} for update skip locked)
+        returning id, generation, attempts, next_attempt_at, message_id, webhook_id, url)
+      select c.*, m.event_id, w.call_throttling
+      from claimed c join webhook_gateway.messages m on m.id = c.message_id join webhook_gateway.webhooks w on w.id = c.webhook_id
+      order by c.id`,
+  );
   if (rows.length === 0) return 0;
-  await addDeliveryJobs(handover, rows);
-  // A redelivery in between bumps the generation: that delivery stays unqueued for its new job.
-  await db.execute(sql`update webhook_gateway.deliveries d set queued = true
-    from (values ${sql.join(
-      rows.map((row) => sql`(${row.id}::bigint, ${row.generation}::int)`),
-      sql`, `,
-    )}) as handed(id, generation)
-    where d.id = handed.id and d.generation = handed.generation`);
-  return rows.length;
+  const claimed: DeliveryToQueue[] = rows.map((row) => ({
+    id: Number(row.id),
+    generation: row.generation,
+    attempts: row.attempts,
+    nextAttemptAt: new Date(row.next_attempt_at),
+    messageId: row.message_id,
+    webhookId: row.webhook_id,
+    eventId: row.event_id,
+    url: row.url,
+    callThrottling: row.call_throttling,
+  }));
+  try {
+    await addDeliveryJobs(handover, claimed);
+  } catch (error) {
+    await markUnqueued(db, claimed);
+    throw error;
+  }
+  return claimed.length;
 }
 
 /**
@@ -175,7 +203,7 @@ export async function requeueStale(
   const stale = sql`now() - make_interval(secs => ${olderThanMs / 1000})`;
   for (let page = 0; page < pages; page++) {
     const rows = await db
-      .select(unqueuedColumns)
+      .select(handoverColumns)
       .from(deliveries)
       .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
       .innerJoin(messages, eq(messages.id, deliveries.messageId))
