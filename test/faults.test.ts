@@ -120,6 +120,10 @@ describe('faults', () => {
       await app`insert into "Outage" select from generate_series(1, 5)`;
       await allSucceeded(app, 10, 60_000);
       expect(receivedIds('/pg').size).toBe(10);
+      // The calls answered during the outage were recorded once Postgres was back, not made again.
+      expect(receiver.callsTo('/pg')).toHaveLength(10);
+      const [{ attempts }] = await app<[{ attempts: number }]>`select count(*)::int as attempts from webhook_gateway.delivery_attempts`;
+      expect(attempts).toBe(10);
       expect(gateway.child.exitCode).toBeNull(); // the outage did not end the process
     } finally {
       await app.end().catch(() => undefined);

@@ -19,3 +19,11 @@ export function violatedUniqueConstraint(error: unknown): string | undefined {
 export function postgresError(error: unknown): (Error & { code: string }) | undefined {
   return withState(error, (code) => /^[0-9A-Z]{5}$/.test(code)) as (Error & { code: string }) | undefined;
 }
+
+/** Codes of a lost or refused connection: postgres.js's own, the socket's, and SQLSTATE classes 08 and 57P (shutdown). */
+const CONNECTION_CODES = /^(CONNECTION_|CONNECT_TIMEOUT$|ECONNREFUSED$|ECONNRESET$|EPIPE$|ETIMEDOUT$|08|57P0[1-3]$)/;
+
+/** Whether the statement failed because Postgres could not be reached (a restart, a failover), not for what it said. */
+export function isConnectionError(error: unknown): boolean {
+  return withState(error, (code) => CONNECTION_CODES.test(code)) !== undefined;
+}

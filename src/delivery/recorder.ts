@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { queryRows, type Db } from '../db/database';
-import { postgresError } from '../db/errors';
+import { isConnectionError, postgresError } from '../db/errors';
 import { countHourOf } from '../messages/stats';
 import type { Logger } from '../logger';
 import type { SendResult } from './sender';
@@ -28,6 +28,12 @@ interface Pending {
 
 const MAX_BATCH = 500;
 const MAX_WAIT_MS = 5;
+/**
+ * While Postgres cannot be reached, a batch is written again every second for this long: the
+ * calls are made, and failing their jobs would make them again with no record of the first.
+ */
+const RECONNECT_WINDOW_MS = 60_000;
+const RECONNECT_DELAY_MS = 1000;
 
 /**
  * Stores attempts and delivery states in batches: one transaction for every attempt finished
@@ -77,11 +83,16 @@ export class AttemptRecorder {
     }
   }
 
-  private async write(batch: Pending[], retried = false): Promise<void> {
+  private async write(batch: Pending[], retried = false, since = Date.now()): Promise<void> {
     let moved: Set<number>;
     try {
       moved = await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
     } catch (error) {
+      if (isConnectionError(error) && Date.now() - since < RECONNECT_WINDOW_MS) {
+        this.log.warn({ err: (error as Error).message, attempts: batch.length }, 'Postgres unreachable; recording the attempts again in a second');
+        await new Promise((resolve) => setTimeout(resolve, RECONNECT_DELAY_MS));
+        return this.write(batch, retried, since);
+      }
       if (!retried && (await this.recover(batch, postgresError(error)))) return;
       return this.fail(batch, error);
     }
