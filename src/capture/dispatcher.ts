@@ -263,7 +263,8 @@ const parsedRow = (value: unknown): Row | null => (typeof value === 'string' ? (
  * row data (measured without reading the rows; the first change goes whatever its size).
  */
 async function takeChanges(db: Db, limit: number, maxBytes: number): Promise<Change[]> {
-  const rows = await queryRows<{ id: string | number; operation: Change['operation']; table_name: string; old_row: unknown; new_row: unknown; changed_at: string | Date }>(
+  type OutboxRow = { id: string | number; operation: Change['operation']; table_name: string; old_row: unknown; new_row: unknown; changed_at: string | Date };
+  const rows = await queryRows<OutboxRow>(
     db,
     sql`with locked as (
         select id, coalesce(octet_length(old_row::text), 0) + coalesce(octet_length(new_row::text), 0) as bytes
