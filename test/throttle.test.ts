@@ -184,3 +184,40 @@ it('applies a lowered CallThrottling to messages already queued, without holding
     await gateway.stop();
   }
 });
+
+it('does not let a throttled backlog that came due at once (workers were down) hold back another webhook', { timeout: 90_000 }, async () => {
+  const api = await startTestGateway({ ROLES: 'api,dispatcher', ALLOW_PRIVATE_TARGETS: 'true' });
+  const app = postgres(api.databaseUrl, { max: 2, onnotice: () => {} });
+  const receiver = await new Receiver().start();
+  let worker: Awaited<ReturnType<typeof startTestGateway>> | undefined;
+  try {
+    const token = await api.token();
+    const urls = Array.from({ length: 10 }, (_, index) => `${receiver.url}/backlog${index}`);
+    await createWatchedWebhook(api, token, app, { table: 'Backlog', urls, webhook: { CallThrottling: 50 } });
+    await createWatchedWebhook(api, token, app, { table: 'Bystander', urls: [`${receiver.url}/bystander`] });
+    // 60 rows to 10 URLs: 600 calls booked at 50 a second, 13 s of slots, all passed while no worker runs.
+    await app`insert into "Backlog" select from generate_series(1, 60)`;
+    await waitFor(async () => {
+      const [row] = await app<[{ n: number }]>`select count(*)::int as n from webhook_gateway.deliveries`;
+      return row.n === 600 ? true : undefined;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 14_000));
+
+    // A worker starts: three times its 200 slots of calls are due at once, 50 a second may go.
+    worker = await startTestGateway({ ROLES: 'worker', ALLOW_PRIVATE_TARGETS: 'true' }, api.databaseUrl);
+    await waitFor(async () => (receiver.calls.length > 0 ? true : undefined), 10_000, 'the backlog to start');
+    const insertedAt = Date.now();
+    await app`insert into "Bystander" select from generate_series(1, 5)`;
+    await waitFor(async () => (receiver.callsTo('/bystander').length >= 5 ? true : undefined), 30_000, "the bystander's calls");
+    // Waiting behind the backlog would take (600 - 200) / 50 = 8 s.
+    expect(Math.max(...receiver.callsTo('/bystander').map((call) => call.at)) - insertedAt).toBeLessThan(3000);
+    // And the backlog still keeps its limit.
+    const backlog = receiver.calls.filter((call) => call.path.startsWith('/backlog')).map((call) => call.at);
+    expect(maxInWindow(backlog, 1000)).toBeLessThanOrEqual(50);
+  } finally {
+    await worker?.stop();
+    await receiver.stop();
+    await app.end();
+    await api.stop();
+  }
+});

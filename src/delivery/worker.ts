@@ -24,6 +24,8 @@ export const PER_URL_CONCURRENCY = 50;
 const URL_STALL_MS = 500;
 /** Calls sent back from a hanging URL try again after as long as it has hung, within these bounds. */
 const URL_BUSY_RETRY_MS = { min: 250, max: 5000 };
+/** The longest wait for the throttle's window spent in a worker slot; a longer one is spent in the delayed set. */
+const IN_PROCESS_WAIT_MAX_MS = 250;
 /** How long a stop waits for the calls in hand, beyond the delivery timeout that bounds each. */
 const STOP_MARGIN_MS = 5_000;
 
@@ -174,8 +176,12 @@ export class DeliveryWorker {
       for (;;) {
         const permit = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, randomUUID());
         if (permit.granted) break;
-        // In line, or calls bunched up (timing jitter): the wait is short, and the place in line is kept.
         if (permit.inLine || slot.limit === limit) {
+          // A full window (a backlog came due at once, say after the workers were down) waits in
+          // the delayed set, so that a throttled webhook's jobs do not fill the worker's slots
+          // and hold back other webhooks. In line, or calls bunched up by timing jitter: the wait
+          // is short and is waited here. Either way the slot, and the place in line, are kept.
+          if (!permit.inLine && permit.waitMs > IN_PROCESS_WAIT_MAX_MS) return this.delay(job, token, data, permit.waitMs);
           await sleep(permit.waitMs);
           continue;
         }
