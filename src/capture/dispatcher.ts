@@ -256,14 +256,12 @@ interface Change {
   changedAt: Date;
 }
 
-const parsedRow = (value: unknown): Row | null => (typeof value === 'string' ? (JSON.parse(value) as Row) : ((value as Row | null) ?? null));
-
 /**
  * The oldest changes no other dispatcher holds: up to `limit` of them, and up to `maxBytes` of
  * row data (measured without reading the rows; the first change goes whatever its size).
  */
 async function takeChanges(db: Db, limit: number, maxBytes: number): Promise<Change[]> {
-  type OutboxRow = { id: string | number; operation: Change['operation']; table_name: string; old_row: unknown; new_row: unknown; changed_at: string | Date };
+  type OutboxRow = { id: string | number; operation: Change['operation']; table_name: string; old_row: Row | null; new_row: Row | null; changed_at: string | Date };
   const rows = await queryRows<OutboxRow>(
     db,
     sql`with locked as (
@@ -280,8 +278,8 @@ async function takeChanges(db: Db, limit: number, maxBytes: number): Promise<Cha
     id: Number(row.id),
     operation: row.operation,
     tableName: row.table_name,
-    oldRow: parsedRow(row.old_row),
-    newRow: parsedRow(row.new_row),
+    oldRow: row.old_row,
+    newRow: row.new_row,
     changedAt: new Date(row.changed_at),
   }));
 }

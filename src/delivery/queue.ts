@@ -1,5 +1,5 @@
 import { Queue } from 'bullmq';
-import { and, asc, eq, inArray, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { queryRows, type Db } from '../db/database';
@@ -103,18 +103,27 @@ export async function addDeliveryJobs(handover: Handover, rows: readonly Deliver
   );
 }
 
-/** What a handover needs of a delivery. */
-const handoverColumns = {
-  id: deliveries.id,
-  generation: deliveries.generation,
-  attempts: deliveries.attempts,
-  nextAttemptAt: deliveries.nextAttemptAt,
-  messageId: deliveries.messageId,
-  webhookId: deliveries.webhookId,
-  eventId: messages.eventId,
-  url: deliveries.url,
-  callThrottling: webhooks.callThrottling,
-};
+/** What a handover needs of the deliveries that match, in creation order. */
+function selectForHandover(db: Db, where: SQL | undefined, limit: number): Promise<DeliveryToQueue[]> {
+  return db
+    .select({
+      id: deliveries.id,
+      generation: deliveries.generation,
+      attempts: deliveries.attempts,
+      nextAttemptAt: deliveries.nextAttemptAt,
+      messageId: deliveries.messageId,
+      webhookId: deliveries.webhookId,
+      eventId: messages.eventId,
+      url: deliveries.url,
+      callThrottling: webhooks.callThrottling,
+    })
+    .from(deliveries)
+    .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
+    .innerJoin(messages, eq(messages.id, deliveries.messageId))
+    .where(where)
+    .orderBy(asc(deliveries.id))
+    .limit(limit);
+}
 
 /**
  * The safety net under the dispatcher's own handover: queues deliveries marked unqueued (Redis
@@ -124,48 +133,31 @@ const handoverColumns = {
  * handed over are marked back. Returns how many it handed over.
  */
 export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOVER_BATCH): Promise<number> {
-  const rows = await queryRows<{
-    id: string | number;
-    generation: number;
-    attempts: number;
-    next_attempt_at: string | Date;
-    message_id: string;
-    webhook_id: string;
-    event_id: string;
-    url: string;
-    call_throttling: number;
-  }>(
+  const claimed = await queryRows<{ id: string | number }>(
     db,
-    sql`with claimed as (
-        update webhook_gateway.deliveries set queued = true
-        where id in (
-          select id from webhook_gateway.deliveries
-          where not queued and status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED') -- UNFINISHED_STATUSES, as the partial index says
-          order by id limit ${limit} for update skip locked)
-        returning id, generation, attempts, next_attempt_at, message_id, webhook_id, url)
-      select c.*, m.event_id, w.call_throttling
-      from claimed c join webhook_gateway.messages m on m.id = c.message_id join webhook_gateway.webhooks w on w.id = c.webhook_id
-      order by c.id`,
+    sql`update webhook_gateway.deliveries set queued = true
+      where id in (
+        select id from webhook_gateway.deliveries
+        where not queued and status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED') -- UNFINISHED_STATUSES, as the partial index says
+        order by id limit ${limit} for update skip locked)
+      returning id`,
   );
-  if (rows.length === 0) return 0;
-  const claimed: DeliveryToQueue[] = rows.map((row) => ({
-    id: Number(row.id),
-    generation: row.generation,
-    attempts: row.attempts,
-    nextAttemptAt: new Date(row.next_attempt_at),
-    messageId: row.message_id,
-    webhookId: row.webhook_id,
-    eventId: row.event_id,
-    url: row.url,
-    callThrottling: row.call_throttling,
-  }));
+  if (claimed.length === 0) return 0;
+  const rows = await selectForHandover(
+    db,
+    inArray(
+      deliveries.id,
+      claimed.map((row) => Number(row.id)),
+    ),
+    limit,
+  );
   try {
-    await addDeliveryJobs(handover, claimed);
+    await addDeliveryJobs(handover, rows);
   } catch (error) {
-    await markUnqueued(db, claimed);
+    await markUnqueued(db, rows);
     throw error;
   }
-  return claimed.length;
+  return rows.length;
 }
 
 /**
@@ -202,22 +194,17 @@ export async function requeueStale(
 ): Promise<number> {
   const stale = sql`now() - make_interval(secs => ${olderThanMs / 1000})`;
   for (let page = 0; page < pages; page++) {
-    const rows = await db
-      .select(handoverColumns)
-      .from(deliveries)
-      .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
-      .innerJoin(messages, eq(messages.id, deliveries.messageId))
-      .where(
-        and(
-          eq(deliveries.queued, true),
-          inArray(deliveries.status, UNFINISHED_STATUSES), // the partial index's predicate
-          sql`${deliveries.id} > ${after}`,
-          sql`((${deliveries.status} = 'QUEUED' and ${deliveries.updatedAt} < ${stale})
-            or (${deliveries.status} = 'RETRY_SCHEDULED' and ${deliveries.nextAttemptAt} < ${stale}))`,
-        ),
-      )
-      .orderBy(asc(deliveries.id))
-      .limit(pageSize);
+    const rows = await selectForHandover(
+      db,
+      and(
+        eq(deliveries.queued, true),
+        inArray(deliveries.status, UNFINISHED_STATUSES), // the partial index's predicate
+        sql`${deliveries.id} > ${after}`,
+        sql`((${deliveries.status} = 'QUEUED' and ${deliveries.updatedAt} < ${stale})
+          or (${deliveries.status} = 'RETRY_SCHEDULED' and ${deliveries.nextAttemptAt} < ${stale}))`,
+      ),
+      pageSize,
+    );
     // Booking slots again would waste them: these wait for a slot when they run.
     await handover.queue.addBulk(
       rows.map((row) => ({
