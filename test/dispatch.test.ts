@@ -86,3 +86,34 @@ it('stops a batch at its row-data budget (its first change goes whatever its siz
     await api.stop();
   }
 });
+
+it('books a batch read during a change of CallThrottling under the new limit, once the change commits', async () => {
+  const { dispatchBatch } = await import('../src/capture/dispatcher');
+  const { loadConfig } = await import('../src/config');
+  const api = await startTestGateway({ ROLES: 'api' });
+  const app = postgres(api.databaseUrl, { max: 2, onnotice: () => {} });
+  try {
+    const token = await api.token();
+    const hook = await createWatchedWebhook(api, token, app, { table: 'Changing', urls: ['https://hooks.example.com/changing'], webhook: { CallThrottling: 5 } });
+    await app`insert into "Changing" select from generate_series(1, 3)`;
+    const config = loadConfig({ DATABASE_URL: api.databaseUrl });
+
+    // A change of the limit under way, holding the webhook's row as updateWebhook does: the batch waits for it.
+    let batch: ReturnType<typeof dispatchBatch> | undefined;
+    await app.begin(async (change) => {
+      await change`select 1 from webhook_gateway.webhooks where id = ${hook.Id} for update`;
+      await change`update webhook_gateway.webhooks set call_throttling = 50, throttle_epoch = throttle_epoch + 1 where id = ${hook.Id}`;
+      batch = dispatchBatch(api.gateway.database.db, config);
+      const first = await Promise.race([batch.then(() => 'dispatched'), new Promise((resolve) => setTimeout(() => resolve('waiting'), 500))]);
+      expect(first).toBe('waiting');
+    });
+    // Read after the change committed, it hands its deliveries over under the new limit and epoch.
+    const { deliveries } = await batch!;
+    expect(deliveries.map(({ callThrottling, throttleEpoch }) => ({ callThrottling, throttleEpoch }))).toEqual(
+      Array.from({ length: 3 }, () => ({ callThrottling: 50, throttleEpoch: 1 })),
+    );
+  } finally {
+    await app.end();
+    await api.stop();
+  }
+});

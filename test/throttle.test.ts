@@ -88,7 +88,7 @@ describe('calls that wake up late and bunch together', () => {
       const throttles = clients.map((client) => new Throttle(client, prefix));
       const booked = await throttles[0]!.reserveSlots(
         // 10 per second: every call after the first queues for its slot.
-        Array.from({ length: 12 }, (_, index) => ({ webhookId: 'hook', url: `https://receiver/${index % 2}`, limit: 10 })),
+        Array.from({ length: 12 }, (_, index) => ({ webhookId: 'hook', url: `https://receiver/${index % 2}`, limit: 10, epoch: 0 })),
       );
       const slots = booked.map((slot, index) => ({ ...slot, url: `https://receiver/${index % 2}` }));
       // All of them wake at once, latest booking first.
@@ -108,13 +108,13 @@ describe('calls that wake up late and bunch together', () => {
     try {
       const throttle = new Throttle(client, prefix);
       const first = await throttle.reserveSlots([
-        { webhookId: 'a', url: 'u1', limit: 10 },
-        { webhookId: 'b', url: 'u1', limit: 5 },
-        { webhookId: 'a', url: 'u2', limit: 10 },
-        { webhookId: 'a', url: 'u1', limit: 10 },
-        { webhookId: 'b', url: 'u1', limit: 5 },
+        { webhookId: 'a', url: 'u1', limit: 10, epoch: 0 },
+        { webhookId: 'b', url: 'u1', limit: 5, epoch: 0 },
+        { webhookId: 'a', url: 'u2', limit: 10, epoch: 0 },
+        { webhookId: 'a', url: 'u1', limit: 10, epoch: 0 },
+        { webhookId: 'b', url: 'u1', limit: 5, epoch: 0 },
       ]);
-      const [next] = await throttle.reserveSlots([{ webhookId: 'a', url: 'u1', limit: 10 }]);
+      const [next] = await throttle.reserveSlots([{ webhookId: 'a', url: 'u1', limit: 10, epoch: 0 }]);
       // 10/s with the 10% margin: 110 ms apart; 5/s: 220 ms apart, from its own start (within the clocks' rounding and the round trips).
       const expected = [0, 0, 110, 220, 220, 330];
       [...first, next!].forEach((slot, index) => expect(Math.abs(slot.at - first[0]!.at - expected[index]!)).toBeLessThanOrEqual(50));
@@ -125,12 +125,32 @@ describe('calls that wake up late and bunch together', () => {
     }
   });
 
+  it('start on a clock and lines of their own in a new throttle epoch (the limit was changed)', async () => {
+    const client = new Redis(redisUrl);
+    const prefix = `test-line-${randomUUID()}`;
+    try {
+      const throttle = new Throttle(client, prefix);
+      const backlog = await throttle.reserveSlots(Array.from({ length: 10 }, () => ({ webhookId: 'hook', url: 'u', limit: 1, epoch: 0 })));
+      const [fresh] = await throttle.reserveSlots([{ webhookId: 'hook', url: 'u', limit: 10, epoch: 1 }]);
+      const [behindTheBacklog] = await throttle.reserveSlots([{ webhookId: 'hook', url: 'u', limit: 1, epoch: 0 }]);
+      expect(backlog.at(-1)!.at - Date.now()).toBeGreaterThan(9000);
+      expect(fresh!.at - Date.now()).toBeLessThan(100);
+      expect(fresh).toMatchObject({ ticket: 1, epoch: 1, limit: 10, queued: false });
+      expect(behindTheBacklog).toMatchObject({ ticket: 11, epoch: 0 });
+      // The new epoch's call goes at once: it waits for nobody in its line, and the window is shared.
+      const permit = await throttle.acquirePermit('hook', 'u', 10, fresh!, randomUUID());
+      expect(permit).toEqual({ granted: true });
+    } finally {
+      await cleanUp(client, prefix);
+    }
+  });
+
   it('do not wait for a predecessor that never comes longer than the grace period', async () => {
     const client = new Redis(redisUrl);
     const prefix = `test-line-${randomUUID()}`;
     try {
       const throttle = new Throttle(client, prefix);
-      const booked = await throttle.reserveSlots(Array.from({ length: 3 }, () => ({ webhookId: 'hook', url: 'u', limit: 10 })));
+      const booked = await throttle.reserveSlots(Array.from({ length: 3 }, () => ({ webhookId: 'hook', url: 'u', limit: 10, epoch: 0 })));
       // The first call's job is gone (its webhook deleted, say): the others go after the grace period, in order.
       const started = Date.now();
       const sent = await sendAll(
@@ -178,6 +198,48 @@ it('applies a lowered CallThrottling to messages already queued, without holding
     expect(maxInWindow(afterTheChange)).toBeLessThanOrEqual(2);
     // The rest are cancelled with their webhook.
     expect((await gateway.request('DELETE', `/v2/outgoingWebhooks/${hooks.Lowered}`, { token })).status).toBe(204);
+  } finally {
+    await receiver.stop();
+    await app.end();
+    await gateway.stop();
+  }
+});
+
+it('applies a raised CallThrottling to messages already queued, in order', { timeout: 90_000 }, async () => {
+  const gateway = await startTestGateway({ ALLOW_PRIVATE_TARGETS: 'true' });
+  const app = postgres(gateway.databaseUrl, { max: 2, onnotice: () => {} });
+  const receiver = await new Receiver().start();
+  try {
+    const token = await gateway.token();
+    const hook = await createWatchedWebhook(gateway, token, app, { table: 'Raised', urls: [`${receiver.url}/raised`], webhook: { CallThrottling: 2 } });
+    // 40 messages booked at 2 per second: 22 s of slots. After a couple of calls the limit goes to 20.
+    await app`insert into "Raised" select from generate_series(1, 40)`;
+    await waitFor(async () => (receiver.callsTo('/raised').length >= 2 ? true : undefined), 10_000, 'the first calls');
+    const updated = await gateway.request('PUT', `/v2/outgoingWebhooks/${hook.Id}`, { token, body: { CallThrottling: 20 } });
+    expect(updated.status).toBe(200);
+    const raisedAt = Date.now();
+
+    // The 38 or so left take 2 s at 20 a second (1.1 s for the window to let the old limit's calls out first), not 20 s at 2.
+    const rowOf = (call: { body: string }) => (JSON.parse(call.body) as { data: [{ id: number }] }).data[0].id;
+    await waitFor(async () => (new Set(receiver.callsTo('/raised').map(rowOf)).size >= 40 ? true : undefined), 30_000, 'all 40 messages');
+    const doneAt = Math.max(...receiver.callsTo('/raised').map((call) => call.at));
+    console.log(`raised from 2/s to 20/s: the backlog was done ${doneAt - raisedAt} ms after the change`);
+    expect(doneAt - raisedAt).toBeLessThan(8000);
+    const before = receiver.callsTo('/raised').filter((call) => call.at <= raisedAt);
+    const after = receiver.callsTo('/raised').filter((call) => call.at > raisedAt);
+    expect(maxInWindow(before.map((call) => call.at))).toBeLessThanOrEqual(2);
+    expect(maxInWindow(after.map((call) => call.at))).toBeLessThanOrEqual(20);
+    // Still in the order the rows were inserted. A call under way at the change may be made once more (at least once).
+    const rows = receiver.callsTo('/raised').map(rowOf);
+    expect(rows.filter((row, index) => rows.indexOf(row) === index)).toEqual(Array.from({ length: 40 }, (_, index) => index + 1));
+    expect(rows.length - 40).toBeLessThanOrEqual(2);
+    // Each message ends delivered, with every call logged.
+    await waitFor(async () => {
+      const [row] = await app<[{ done: number; attempts: number }]>`select
+        (select count(*)::int from webhook_gateway.deliveries where webhook_id = ${hook.Id} and status = 'SUCCEEDED') as done,
+        (select count(*)::int from webhook_gateway.delivery_attempts where webhook_id = ${hook.Id}) as attempts`;
+      return row.done === 40 && row.attempts === rows.length ? true : undefined;
+    }, 10_000, 'the deliveries recorded');
   } finally {
     await receiver.stop();
     await app.end();

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
+import { alias } from 'drizzle-orm/pg-core';
 import type { Config } from '../config';
 import { formatEventDate } from '../dates';
 import { queryRows, type Database, type Db } from '../db/database';
@@ -47,6 +48,7 @@ interface MatchingEvent {
   id: string;
   webhookId: string;
   callThrottling: number;
+  throttleEpoch: number;
   eventType: EventType;
   objectName: string;
   objectFields: string[];
@@ -57,26 +59,36 @@ interface MatchingEvent {
   secretInDefaultBody: boolean;
 }
 
+/**
+ * The webhooks' rows are share-locked until the batch commits: a change of CallThrottling (which
+ * locks its webhook's row for update, see updateWebhook) either commits before this read, and the
+ * batch's deliveries are booked under the new limit and epoch, or waits for the batch's commit and
+ * then books the batch's deliveries afresh itself.
+ */
 async function activeEventsFor(db: Db, tables: string[]): Promise<Map<string, MatchingEvent[]>> {
+  const webhook = alias(webhooks, 'webhook'); // FOR … OF takes an unqualified name
   const rows = await db
     .select({
       event: webhookEvents,
-      secret: webhooks.secret,
-      includeSecret: webhooks.defaultPayloadIncludesSecret,
-      callThrottling: webhooks.callThrottling,
+      secret: webhook.secret,
+      includeSecret: webhook.defaultPayloadIncludesSecret,
+      callThrottling: webhook.callThrottling,
+      throttleEpoch: webhook.throttleEpoch,
     })
     .from(webhookEvents)
-    .innerJoin(webhooks, eq(webhooks.id, webhookEvents.webhookId))
-    .where(and(inArray(webhookEvents.objectName, tables), eq(webhookEvents.enabled, true), eq(webhooks.enabled, true)))
-    .orderBy(asc(webhookEvents.createdAt));
+    .innerJoin(webhook, eq(webhook.id, webhookEvents.webhookId))
+    .where(and(inArray(webhookEvents.objectName, tables), eq(webhookEvents.enabled, true), eq(webhook.enabled, true)))
+    .orderBy(asc(webhookEvents.createdAt))
+    .for('key share', { of: webhook });
   const byTableAndType = new Map<string, MatchingEvent[]>();
-  for (const { event, secret, includeSecret, callThrottling } of rows) {
+  for (const { event, secret, includeSecret, callThrottling, throttleEpoch } of rows) {
     const key = `${event.objectName}\u0000${event.eventType}`;
     const list = byTableAndType.get(key) ?? [];
     list.push({
       id: event.id,
       webhookId: event.webhookId,
       callThrottling,
+      throttleEpoch,
       eventType: event.eventType,
       objectName: event.objectName,
       objectFields: event.objectFields,
@@ -139,6 +151,7 @@ interface NewDelivery {
   eventId: string;
   url: string;
   callThrottling: number;
+  throttleEpoch: number;
 }
 
 // Bulk writes take one array per column (unnest): a handful of parameters however many rows,
@@ -206,6 +219,7 @@ async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<DeliveryTo
       eventId: row.eventId,
       url: row.url,
       callThrottling: row.callThrottling,
+      throttleEpoch: row.throttleEpoch,
       nextAttemptAt: new Date(made.next_attempt_at),
     };
   });
@@ -345,7 +359,7 @@ export async function dispatchBatch(
           eventDate: change.changedAt,
         });
         for (const url of urls.get(event.webhookId) ?? []) {
-          toDeliver.push({ messageId, webhookId: event.webhookId, eventId: event.id, url, callThrottling: event.callThrottling });
+          toDeliver.push({ messageId, webhookId: event.webhookId, eventId: event.id, url, callThrottling: event.callThrottling, throttleEpoch: event.throttleEpoch });
         }
       }
     }

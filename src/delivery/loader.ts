@@ -18,6 +18,7 @@ export interface DeliveryWork {
   body: string;
   webhookId: string;
   callThrottling: number;
+  throttleEpoch: number;
   /** The current secret's key, and the previous one's during a rotation. */
   signingKeys: Buffer[];
 }
@@ -35,6 +36,7 @@ interface WorkRow {
   body: string;
   webhook_id: string;
   call_throttling: number;
+  throttle_epoch: number;
   secret: string;
   previous_secret: string | null;
   previous_secret_valid: boolean;
@@ -107,7 +109,7 @@ export class DeliveryLoader {
     const rows = await queryRows<WorkRow>(
       this.db,
       sql`select d.id as delivery_id, d.generation, d.status, d.attempts, d.next_attempt_at, d.url, d.message_id,
-            m.created_at as message_created_at, m.event_id, m.body, w.id as webhook_id, w.call_throttling, w.secret, w.previous_secret,
+            m.created_at as message_created_at, m.event_id, m.body, w.id as webhook_id, w.call_throttling, w.throttle_epoch, w.secret, w.previous_secret,
             coalesce(w.previous_secret_expires_at > now(), false) as previous_secret_valid
           from webhook_gateway.deliveries d
           join webhook_gateway.messages m on m.id = d.message_id
@@ -130,6 +132,7 @@ export class DeliveryLoader {
           body: row.body,
           webhookId: row.webhook_id,
           callThrottling: row.call_throttling,
+          throttleEpoch: row.throttle_epoch,
           signingKeys:
             row.previous_secret && row.previous_secret_valid
               ? [this.keyOf(row.secret), this.keyOf(row.previous_secret)]

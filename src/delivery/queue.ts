@@ -17,7 +17,9 @@ export const deliveryJobData = z.object({
   deliveryId: z.number().int().positive(),
   generation: z.number().int().min(0),
   /** Set once the job holds a throttle slot, so that waking up for it does not book another. */
-  slot: z.object({ at: z.number(), ticket: z.number().int(), limit: z.number(), queued: z.boolean() }).optional(),
+  slot: z
+    .object({ at: z.number(), ticket: z.number().int(), limit: z.number(), epoch: z.number().int().min(0).default(0), queued: z.boolean() })
+    .optional(),
 });
 export type DeliveryJobData = z.infer<typeof deliveryJobData>;
 
@@ -63,6 +65,7 @@ export interface DeliveryToQueue extends DeliveryIdentity {
   generation: number;
   attempts: number;
   callThrottling: number;
+  throttleEpoch: number;
   nextAttemptAt: Date;
 }
 
@@ -79,7 +82,12 @@ export async function addDeliveryJobs(handover: Handover, rows: readonly Deliver
     // Before the jobs exist, so that no subscriber sees a delivery start before it was queued.
     handover.status.publishNow(rows.map((row) => statusEvent(row, 'QUEUED', row.attempts + 1))),
     handover.throttle.reserveSlots(
-      due.map((row) => ({ webhookId: row.webhookId, url: row.url, limit: Math.min(row.callThrottling, handover.callThrottlingMax) })),
+      due.map((row) => ({
+        webhookId: row.webhookId,
+        url: row.url,
+        limit: Math.min(row.callThrottling, handover.callThrottlingMax),
+        epoch: row.throttleEpoch,
+      })),
     ),
   ]);
   const slotOf = new Map(due.map((row, index) => [row.id, slots[index]!]));
@@ -116,6 +124,7 @@ function selectForHandover(db: Db, where: SQL | undefined, limit: number): Promi
       eventId: messages.eventId,
       url: deliveries.url,
       callThrottling: webhooks.callThrottling,
+      throttleEpoch: webhooks.throttleEpoch,
     })
     .from(deliveries)
     .innerJoin(webhooks, eq(webhooks.id, deliveries.webhookId))
@@ -127,30 +136,36 @@ function selectForHandover(db: Db, where: SQL | undefined, limit: number): Promi
 
 /**
  * The safety net under the dispatcher's own handover: queues deliveries marked unqueued (Redis
- * was away, a redelivery, a lost queue). They are claimed (marked queued) first, under row
- * locks that other dispatchers skip, so that dispatchers sweeping at once (they all wake on the
- * same NOTIFY) never book throttle slots for the same deliveries; those that could not be
- * handed over are marked back. Returns how many it handed over.
+ * was away, a redelivery, a changed limit, a lost queue). They are claimed (marked queued) first,
+ * under row locks that other dispatchers skip, so that dispatchers sweeping at once (they all
+ * wake on the same NOTIFY) never book throttle slots for the same deliveries; those that could
+ * not be handed over are marked back. Claimed and read in one transaction: a redelivery or a
+ * change of the limit that touches them meanwhile waits for it, and then marks them unqueued
+ * again (had it come between the two, they would be read changed and booked twice). Returns
+ * how many it handed over.
  */
 export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOVER_BATCH): Promise<number> {
-  const claimed = await queryRows<{ id: string | number }>(
-    db,
-    sql`update webhook_gateway.deliveries set queued = true
-      where id in (
-        select id from webhook_gateway.deliveries
-        where not queued and status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED') -- UNFINISHED_STATUSES, as the partial index says
-        order by id limit ${limit} for update skip locked)
-      returning id`,
-  );
-  if (claimed.length === 0) return 0;
-  const rows = await selectForHandover(
-    db,
-    inArray(
-      deliveries.id,
-      claimed.map((row) => Number(row.id)),
-    ),
-    limit,
-  );
+  const rows = await db.transaction(async (tx) => {
+    const claimed = await queryRows<{ id: string | number }>(
+      tx,
+      sql`update webhook_gateway.deliveries set queued = true
+        where id in (
+          select id from webhook_gateway.deliveries
+          where not queued and status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED') -- UNFINISHED_STATUSES, as the partial index says
+          order by id limit ${limit} for update skip locked)
+        returning id`,
+    );
+    if (claimed.length === 0) return [];
+    return selectForHandover(
+      tx,
+      inArray(
+        deliveries.id,
+        claimed.map((row) => Number(row.id)),
+      ),
+      limit,
+    );
+  });
+  if (rows.length === 0) return 0;
   try {
     await addDeliveryJobs(handover, rows);
   } catch (error) {

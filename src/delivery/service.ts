@@ -50,6 +50,22 @@ async function requeue(db: Db, messageIds: string[], where?: ReturnType<typeof a
   return [...new Set(queued.map((row) => row.messageId))];
 }
 
+/**
+ * After a change of the webhook's CallThrottling (in the same transaction, which also bumps its
+ * throttle epoch): its waiting deliveries, retries included, get a new generation and are marked
+ * unqueued, so that the dispatcher books them afresh, in order, on the new epoch's clock; their
+ * old jobs, booked on the old limit's clock (a backlog's far into the future), find themselves
+ * superseded when they wake. A call under way meanwhile may be made twice (at least once; both
+ * attempts are logged).
+ */
+export async function rebookWaitingDeliveries(db: Db, webhookId: string): Promise<void> {
+  await db
+    .update(deliveries)
+    .set({ generation: sql`${deliveries.generation} + 1`, queued: false, updatedAt: new Date() })
+    .where(and(eq(deliveries.webhookId, webhookId), inArray(deliveries.status, UNFINISHED_STATUSES)));
+  await db.execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`);
+}
+
 /** Sends a message again to every URL of its webhook. */
 export async function redeliverMessage(ctx: ServiceContext, messageId: string): Promise<Message> {
   requirePermission(ctx.principal, 'webhooks:write');

@@ -108,6 +108,8 @@ export interface Slot {
   ticket: number;
   /** The calls-per-second limit the slot was spaced for. */
   limit: number;
+  /** The webhook's throttle epoch the slot was booked in: its clock and its lines. */
+  epoch: number;
   /**
    * Whether the call queued behind others for its slot (the webhook is at its limit). Only such
    * calls wait in line: order is promised for the excess; calls free to go at once run
@@ -122,12 +124,21 @@ export const SLOT_SLACK_MS = 25;
 /** A URL's line is forgotten after a day without calls. */
 const LINE_TTL_MS = 86_400_000;
 
+/** What a slot is booked for: a call to `url`, under the webhook's limit, in its throttle epoch. */
+export interface SlotRequest {
+  webhookId: string;
+  url: string;
+  limit: number;
+  epoch: number;
+}
+
 /**
  * The calls-per-second limit of a webhook, held across processes: slots spaced a little wider
  * than 1/limit (releases jitter by milliseconds), and a sliding one-second-plus-margin log
  * checked right before each call, so that no one-second window at the receiver holds more.
  * Calls to a URL go in the order their slots were booked, even when jobs wake late and bunch up
- * in several processes at once.
+ * in several processes at once. A change of the limit starts a new throttle epoch, with a clock
+ * and lines of its own; the window's log is the webhook's, whatever the epoch.
  */
 export class Throttle {
   static readonly WINDOW_MS = 1000;
@@ -136,8 +147,8 @@ export class Throttle {
   /** How long past its slot a call waits for an earlier call to its URL before going anyway. */
   static readonly LINE_GRACE_MS = 2000;
 
-  /** Permits asked for in this tick, per webhook and limit. */
-  private readonly asked = new Map<string, { webhookId: string; limit: number; calls: PermitCall[] }>();
+  /** Permits asked for in this tick, per webhook, limit and epoch. */
+  private readonly asked = new Map<string, { webhookId: string; limit: number; epoch: number; calls: PermitCall[] }>();
   private askScheduled = false;
 
   constructor(
@@ -149,9 +160,9 @@ export class Throttle {
     redis.defineCommand('gwLeaveLine', { numberOfKeys: 1, lua: LEAVE_LINE });
   }
 
-  /** Books the webhook's next slot for a call to `url`. */
-  async reserveSlot(webhookId: string, url: string, limit: number): Promise<Slot> {
-    const [slot] = await this.reserveSlots([{ webhookId, url, limit }]);
+  /** Books the webhook's next slot for a call. */
+  async reserveSlot(request: SlotRequest): Promise<Slot> {
+    const [slot] = await this.reserveSlots([request]);
     return slot!;
   }
 
@@ -159,12 +170,12 @@ export class Throttle {
    * Books slots for many calls at once, each webhook's in the order given: one script per
    * webhook (its calls' slots and places in line drawn together), all in one round trip.
    */
-  async reserveSlots(requests: readonly { webhookId: string; url: string; limit: number }[]): Promise<Slot[]> {
-    const groups = new Map<string, { webhookId: string; limit: number; lines: Map<string, number>; indexes: number[] }>();
-    requests.forEach(({ webhookId, url, limit }, index) => {
-      const groupKey = `${webhookId}\u0000${limit}`;
+  async reserveSlots(requests: readonly SlotRequest[]): Promise<Slot[]> {
+    const groups = new Map<string, { webhookId: string; limit: number; epoch: number; lines: Map<string, number>; indexes: number[] }>();
+    requests.forEach(({ webhookId, url, limit, epoch }, index) => {
+      const groupKey = `${webhookId}\u0000${limit}\u0000${epoch}`;
       let group = groups.get(groupKey);
-      if (!group) groups.set(groupKey, (group = { webhookId, limit, lines: new Map(), indexes: [] }));
+      if (!group) groups.set(groupKey, (group = { webhookId, limit, epoch, lines: new Map(), indexes: [] }));
       if (!group.lines.has(url)) group.lines.set(url, group.lines.size + 1);
       group.indexes.push(index);
     });
@@ -172,21 +183,21 @@ export class Throttle {
       gwReserveSlots(numberOfKeys: number, ...keysAndArgs: (string | number)[]): void;
       exec(): Promise<[Error | null, unknown][] | null>;
     };
-    for (const { webhookId, limit, lines, indexes } of groups.values()) {
-      const lineKeys = [...lines.keys()].map((url) => this.lineKey(webhookId, url));
+    for (const { webhookId, limit, epoch, lines, indexes } of groups.values()) {
+      const lineKeys = [...lines.keys()].map((url) => this.lineKey(webhookId, epoch, url));
       const lineOfCall = indexes.map((index) => lines.get(requests[index]!.url)!);
-      pipeline.gwReserveSlots(1 + lineKeys.length, this.slotKey(webhookId), ...lineKeys, this.slotInterval(limit), LINE_TTL_MS, ...lineOfCall);
+      pipeline.gwReserveSlots(1 + lineKeys.length, this.slotKey(webhookId, epoch), ...lineKeys, this.slotInterval(limit), LINE_TTL_MS, ...lineOfCall);
     }
     const now = Date.now();
     const results = (await pipeline.exec()) ?? [];
     const slots: Slot[] = new Array(requests.length);
-    [...groups.values()].forEach(({ limit, indexes }, groupIndex) => {
+    [...groups.values()].forEach(({ limit, epoch, indexes }, groupIndex) => {
       const [error, reply] = results[groupIndex]!;
       if (error) throw error;
       const pairs = reply as number[];
       indexes.forEach((index, position) => {
         const wait = Number(pairs[position * 2]);
-        slots[index] = { at: now + wait, ticket: Number(pairs[position * 2 + 1]), limit, queued: wait > SLOT_SLACK_MS };
+        slots[index] = { at: now + wait, ticket: Number(pairs[position * 2 + 1]), limit, epoch, queued: wait > SLOT_SLACK_MS };
       });
     });
     return slots;
@@ -200,9 +211,9 @@ export class Throttle {
   acquirePermit(webhookId: string, url: string, limit: number, slot: Slot, callId: string): Promise<Permit> {
     const mayOvertake = !slot.queued || Date.now() > slot.at + Throttle.LINE_GRACE_MS;
     return new Promise((resolve, reject) => {
-      const groupKey = `${webhookId}\u0000${limit}`;
+      const groupKey = `${webhookId}\u0000${limit}\u0000${slot.epoch}`;
       let group = this.asked.get(groupKey);
-      if (!group) this.asked.set(groupKey, (group = { webhookId, limit, calls: [] }));
+      if (!group) this.asked.set(groupKey, (group = { webhookId, limit, epoch: slot.epoch, calls: [] }));
       group.calls.push({ url, ticket: slot.ticket, mayOvertake, callId, resolve, reject });
       if (!this.askScheduled) {
         this.askScheduled = true;
@@ -220,7 +231,7 @@ export class Throttle {
       gwAcquirePermits(numberOfKeys: number, ...keysAndArgs: (string | number)[]): void;
       exec(): Promise<[Error | null, unknown][] | null>;
     };
-    for (const { webhookId, limit, calls } of groups) {
+    for (const { webhookId, limit, epoch, calls } of groups) {
       // A line's calls in ticket order, so that one asked for with its predecessor goes right after it.
       calls.sort((a, b) => (a.url === b.url ? a.ticket - b.ticket : a.url < b.url ? -1 : 1));
       const lines = [...new Set(calls.map((call) => call.url))];
@@ -229,7 +240,7 @@ export class Throttle {
       pipeline.gwAcquirePermits(
         1 + lines.length,
         `${this.prefix}:calls:${webhookId}`,
-        ...lines.map((url) => this.lineKey(webhookId, url)),
+        ...lines.map((url) => this.lineKey(webhookId, epoch, url)),
         limit,
         window,
         LINE_TTL_MS,
@@ -257,17 +268,18 @@ export class Throttle {
   /** Gives up the slot's place in line: the calls after it need not wait for it. */
   async leaveLine(webhookId: string, url: string, slot: Slot): Promise<void> {
     const command = this.redis as unknown as { gwLeaveLine(lineKey: string, ticket: number, lineTtlMs: number): Promise<number> };
-    await command.gwLeaveLine(this.lineKey(webhookId, url), slot.ticket, LINE_TTL_MS);
+    await command.gwLeaveLine(this.lineKey(webhookId, slot.epoch, url), slot.ticket, LINE_TTL_MS);
   }
 
-  /** Gives up the slot's place in line and books a new slot under the current limit. */
-  async rebookSlot(webhookId: string, url: string, limit: number, previous: Slot): Promise<Slot> {
-    const [, slot] = await Promise.all([this.leaveLine(webhookId, url, previous), this.reserveSlot(webhookId, url, limit)]);
+  /** Gives up the slot's place in line and books a new slot under the current limit and epoch. */
+  async rebookSlot(request: SlotRequest, previous: Slot): Promise<Slot> {
+    const [, slot] = await Promise.all([this.leaveLine(request.webhookId, request.url, previous), this.reserveSlot(request)]);
     return slot;
   }
 
-  private slotKey = (webhookId: string) => `${this.prefix}:slot:${webhookId}`;
-  private lineKey = (webhookId: string, url: string) => `${this.prefix}:line:${webhookId}:${url}`;
+  // Each throttle epoch has its own clock and lines (epoch 0 keeps the keys from before epochs).
+  private slotKey = (webhookId: string, epoch: number) => `${this.prefix}:slot:${webhookId}${epoch ? `:e${epoch}` : ''}`;
+  private lineKey = (webhookId: string, epoch: number, url: string) => `${this.prefix}:line:${webhookId}:${epoch ? `e${epoch}:` : ''}${url}`;
   /** Microseconds between slots. */
   private slotInterval = (limit: number) => Math.ceil((Throttle.WINDOW_MS * 1000 * (1 + Throttle.MARGIN)) / limit);
 }

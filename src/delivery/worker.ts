@@ -137,7 +137,7 @@ export class DeliveryWorker {
 
     let slot = data.slot;
     if (!slot) {
-      slot = await this.throttle.reserveSlot(work.webhookId, work.url, limit);
+      slot = await this.throttle.reserveSlot({ webhookId: work.webhookId, url: work.url, limit, epoch: work.throttleEpoch });
       const wait = slot.at - Date.now();
       if (wait > SLOT_SLACK_MS) return this.delay(job, token, { ...data, slot }, wait);
     }
@@ -185,9 +185,10 @@ export class DeliveryWorker {
           await sleep(permit.waitMs);
           continue;
         }
-        // The limit was changed since the slot was booked: book one under the current limit and
-        // wait for it in the delayed set, not in a worker slot.
-        const later = await this.throttle.rebookSlot(work.webhookId, work.url, limit, slot);
+        // The limit is not the one the slot was spaced for (CALL_THROTTLING_MAX was lowered; a
+        // change of CallThrottling rebooks the waiting deliveries itself): book a slot under the
+        // current limit and wait for it in the delayed set, not in a worker slot.
+        const later = await this.throttle.rebookSlot({ webhookId: work.webhookId, url: work.url, limit, epoch: work.throttleEpoch }, slot);
         return this.delay(job, token, { ...data, slot: later }, Math.max(later.at - Date.now(), permit.waitMs));
       }
       this.options.status.publish([statusEvent(work, 'SENDING', work.attempts + 1)]);

@@ -1,9 +1,9 @@
-import { and, asc, count, eq, inArray, ne } from 'drizzle-orm';
+import { and, asc, count, eq, inArray, ne, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { displayName, hasPermission, requirePermission } from '../auth/principal';
 import { syncCaptureTriggers } from '../capture/triggers';
 import type { ServiceContext } from '../context';
-import { unfinishedDeliveries } from '../delivery/service';
+import { rebookWaitingDeliveries, unfinishedDeliveries } from '../delivery/service';
 import { statusEvent } from '../delivery/status';
 import type { Db } from '../db/database';
 import { violatedUniqueConstraint } from '../db/errors';
@@ -202,12 +202,21 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
   const outgoingUrls = fields.outgoingUrls && (await checkOutgoingUrls(ctx, fields.outgoingUrls));
   try {
     return await ctx.db.transaction(async (tx) => {
+      const [current] = await tx
+        .select({ callThrottling: webhooks.callThrottling })
+        .from(webhooks)
+        .where(eq(webhooks.id, id))
+        // Not just `no key update`: this waits for dispatcher batches that read the webhook's limit (see activeEventsFor).
+        .for('update');
+      if (!current) throw notFound('Webhook', id);
+      const throttlingChanged = fields.callThrottling !== undefined && fields.callThrottling !== current.callThrottling;
       const updated = await tx
         .update(webhooks)
         .set({
           name: fields.name,
           description: fields.description,
           callThrottling: fields.callThrottling,
+          throttleEpoch: throttlingChanged ? sql`${webhooks.throttleEpoch} + 1` : undefined,
           enabled: fields.enabled,
           defaultPayloadIncludesSecret: fields.defaultPayloadIncludesSecret,
           modifiedAt: new Date(),
@@ -216,6 +225,8 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
         .where(eq(webhooks.id, id))
         .returning({ id: webhooks.id });
       if (updated.length === 0) throw notFound('Webhook', id);
+      // The new limit applies to the messages already waiting, too.
+      if (throttlingChanged) await rebookWaitingDeliveries(tx, id);
       if (outgoingUrls) await replaceUrls(tx, id, outgoingUrls);
       if (fields.enabled !== undefined) {
         // Enabled switches the Status of all the webhook's events (Caspio's semantics).

@@ -6,6 +6,9 @@ export const webhooks = gatewaySchema.table('webhooks', {
   name: text('name').notNull().unique('webhooks_name_unique'),
   description: text('description').notNull().default(''),
   callThrottling: integer('call_throttling').notNull(),
+  // Bumped when CallThrottling changes: the webhook's waiting deliveries are booked afresh, on a
+  // new throttle clock (the old one runs far ahead under the old limit).
+  throttleEpoch: integer('throttle_epoch').notNull().default(0),
   enabled: boolean('enabled').notNull().default(true),
   defaultPayloadIncludesSecret: boolean('default_payload_includes_secret').notNull().default(false),
   secret: text('secret').notNull(),
