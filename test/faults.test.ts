@@ -1,7 +1,7 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway } from './support/gateway';
-import { spawnGateway } from './support/process';
+import { spawnGateway, type GatewayProcess } from './support/process';
 import { Receiver } from './support/receiver';
 import { freePort, PrivatePostgres, PrivateRedis } from './support/services';
 import { waitFor } from './support/wait';
@@ -42,6 +42,20 @@ async function allSucceeded(app: postgres.Sql, count: number, timeoutMs: number)
     timeoutMs,
     `${count} delivered messages`,
   );
+}
+
+/** The address of a gateway process started on an empty database, and a token from the client it printed. */
+async function signIn(gateway: GatewayProcess): Promise<{ url: string; token: string }> {
+  const url = /listening on (\S+)/.exec(gateway.output())![1]!;
+  const answer = await fetch(`${url}/oauth/token`, {
+    method: 'POST',
+    body: new URLSearchParams({
+      grant_type: 'client_credentials',
+      client_id: /client_id: +(\S+)/.exec(gateway.output())![1]!,
+      client_secret: /client_secret: +(\S+)/.exec(gateway.output())![1]!,
+    }),
+  });
+  return { url, token: ((await answer.json()) as { access_token: string }).access_token };
 }
 
 const receivedIds = (path: string) => new Set(receiver.callsTo(path).map((call) => JSON.parse(call.body).data[0].id as number));
@@ -98,19 +112,9 @@ describe('faults', () => {
     const gateway = await spawnGateway({ DATABASE_URL: pg.url, ALLOW_PRIVATE_TARGETS: 'true' });
     const app = postgres(pg.url, { max: 1, onnotice: () => {} });
     try {
-      const url = /listening on (\S+)/.exec(gateway.output())![1]!;
-      const token = await (
-        await fetch(`${url}/oauth/token`, {
-          method: 'POST',
-          body: new URLSearchParams({
-            grant_type: 'client_credentials',
-            client_id: /client_id: +(\S+)/.exec(gateway.output())![1]!,
-            client_secret: /client_secret: +(\S+)/.exec(gateway.output())![1]!,
-          }),
-        })
-      ).json();
+      const { url, token } = await signIn(gateway);
       receiver.answer('/pg', { status: 200, delayMs: 1000 });
-      await watch(url, token.access_token, app, 'Outage', '/pg');
+      await watch(url, token, app, 'Outage', '/pg');
       await app`insert into "Outage" select from generate_series(1, 5)`;
       await waitFor(async () => (receiver.callsTo('/pg').length > 0 ? true : undefined));
       pg.stop(); // while calls are in flight: their results cannot be recorded yet
@@ -125,6 +129,42 @@ describe('faults', () => {
       const [{ attempts }] = await app<[{ attempts: number }]>`select count(*)::int as attempts from webhook_gateway.delivery_attempts`;
       expect(attempts).toBe(10);
       expect(gateway.child.exitCode).toBeNull(); // the outage did not end the process
+    } finally {
+      await app.end().catch(() => undefined);
+      await gateway.stop();
+      pg.remove();
+    }
+  });
+
+  it('gives up the attempts it holds for Postgres when stopped during an outage, and they are made again', { timeout: 90_000 }, async () => {
+    const pg = new PrivatePostgres(await freePort());
+    pg.init();
+    pg.start();
+    const env = { DATABASE_URL: pg.url, ALLOW_PRIVATE_TARGETS: 'true', DELIVERY_TIMEOUT_MS: '2000' };
+    let gateway = await spawnGateway(env);
+    const app = postgres(pg.url, { max: 1, onnotice: () => {} });
+    try {
+      const { url, token } = await signIn(gateway);
+      receiver.answer('/held', { status: 200, delayMs: 1000 });
+      await watch(url, token, app, 'Held', '/held');
+      await app`insert into "Held" select from generate_series(1, 3)`;
+      await waitFor(async () => (receiver.callsTo('/held').length === 3 ? true : undefined));
+      pg.stop(); // the calls are answered while Postgres is away: their attempts are held
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      // A stop waits its grace (the delivery timeout and 5 s) for them, then gives them up and ends
+      // cleanly, before the process' own deadline (the delivery timeout and 15 s) would end it.
+      await gateway.stop();
+      expect(gateway.child.exitCode).toBe(0);
+      expect(gateway.output()).not.toContain('shutdown took too long');
+      pg.start();
+      await waitFor(async () => ((await app`select 1`.catch(() => undefined)) ? true : undefined));
+      gateway = await spawnGateway(env);
+      await allSucceeded(app, 3, 60_000);
+      // Nothing lost: each message went again, and the calls made again are recorded.
+      expect(receivedIds('/held').size).toBe(3);
+      expect(receiver.callsTo('/held')).toHaveLength(6);
+      const [{ attempts }] = await app<[{ attempts: number }]>`select count(*)::int as attempts from webhook_gateway.delivery_attempts`;
+      expect(attempts).toBe(3);
     } finally {
       await app.end().catch(() => undefined);
       await gateway.stop();

@@ -29,11 +29,14 @@ interface Pending {
 const MAX_BATCH = 500;
 const MAX_WAIT_MS = 5;
 /**
- * While Postgres cannot be reached, a batch is written again every second for this long: the
- * calls are made, and failing their jobs would make them again with no record of the first.
+ * While Postgres cannot be reached, a batch is written again this often, for as long as it takes
+ * (until the worker stops): the calls are made, and failing their jobs would make them again with
+ * no record of the first. What waits is bounded: a job waits for its record, so a worker holds
+ * at most its concurrency of them.
  */
-const RECONNECT_WINDOW_MS = 60_000;
 const RECONNECT_DELAY_MS = 1000;
+/** A batch still waiting for Postgres is reported again this often. */
+const RECONNECT_REPORT_MS = 60_000;
 
 /**
  * Stores attempts and delivery states in batches: one transaction for every attempt finished
@@ -45,6 +48,7 @@ export class AttemptRecorder {
   private pending: Pending[] = [];
   private timer: NodeJS.Timeout | undefined;
   private readonly writing = new Set<Promise<void>>();
+  private givingUp = false;
 
   constructor(
     private readonly db: Db,
@@ -76,6 +80,14 @@ export class AttemptRecorder {
     await Promise.all(this.writing);
   }
 
+  /**
+   * From now on a batch that cannot reach Postgres fails at once instead of waiting for it (the
+   * worker is stopping: its jobs run again elsewhere, and call again).
+   */
+  giveUp(): void {
+    this.givingUp = true;
+  }
+
   private flushSoon(ms: number): void {
     if (ms === 0 || !this.timer) {
       clearTimeout(this.timer);
@@ -83,15 +95,18 @@ export class AttemptRecorder {
     }
   }
 
-  private async write(batch: Pending[], retried = false, since = Date.now()): Promise<void> {
+  private async write(batch: Pending[], retried = false, reportedAt = 0): Promise<void> {
     let moved: Set<number>;
     try {
       moved = await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
     } catch (error) {
-      if (isConnectionError(error) && Date.now() - since < RECONNECT_WINDOW_MS) {
-        this.log.warn({ err: (error as Error).message, attempts: batch.length }, 'Postgres unreachable; recording the attempts again in a second');
+      if (isConnectionError(error) && !this.givingUp) {
+        if (Date.now() - reportedAt >= RECONNECT_REPORT_MS) {
+          this.log.warn({ err: (error as Error).message, attempts: batch.length }, 'Postgres unreachable; holding the attempts until it is back');
+          reportedAt = Date.now();
+        }
         await new Promise((resolve) => setTimeout(resolve, RECONNECT_DELAY_MS));
-        return this.write(batch, retried, since);
+        return this.write(batch, retried, reportedAt);
       }
       if (!retried && (await this.recover(batch, postgresError(error)))) return;
       return this.fail(batch, error);

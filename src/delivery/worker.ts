@@ -28,6 +28,8 @@ const URL_BUSY_RETRY_MS = { min: 250, max: 5000 };
 const IN_PROCESS_WAIT_MAX_MS = 250;
 /** How long a stop waits for the calls in hand, beyond the delivery timeout that bounds each. */
 const STOP_MARGIN_MS = 5_000;
+/** How long a stop waits for the jobs whose attempts it gave up to end (the recorder tries again every second). */
+const GIVE_UP_WAIT_MS = 2_000;
 
 export interface DeliveryWorkerOptions {
   db: Db;
@@ -39,6 +41,10 @@ export interface DeliveryWorkerOptions {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Whether `promise` settles within `ms`. */
+const settlesWithin = (promise: Promise<unknown>, ms: number): Promise<boolean> =>
+  Promise.race([promise.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
 
 /**
  * Runs delivery jobs: load → throttle → send → record, then done, retried later, or dead.
@@ -97,16 +103,18 @@ export class DeliveryWorker {
 
   /**
    * Finishes the jobs in hand (their attempts recorded), takes no new ones, closes connections.
-   * Each call ends within the delivery timeout, so that (plus a margin) is how long it waits.
+   * Each call ends within the delivery timeout, so that (plus a margin) is how long it waits;
+   * what is still waiting then is attempts held for Postgres (away), which are given up: their
+   * jobs fail, and run again later (the calls are made again).
    */
   async stop(): Promise<void> {
-    const grace = new Promise((resolve) => setTimeout(resolve, this.options.config.deliveryTimeoutMs + STOP_MARGIN_MS).unref());
     // With Redis away a graceful close waits for it forever; there is nothing to hand back then.
-    const graceful = this.redis.status === 'ready' ? this.worker.close() : Promise.reject(new Error('redis away'));
-    await Promise.race([graceful, grace.then(() => Promise.reject(new Error('timeout')))]).catch(() => this.worker.close(true));
-    // A forced close leaves the jobs' functions running: their attempts are still recorded (the
-    // jobs then run again, find their deliveries done, and make no call).
-    await Promise.race([Promise.allSettled(this.running), grace]);
+    const closing = this.worker.close(this.redis.status !== 'ready');
+    const finished = Promise.allSettled([closing, ...this.running]);
+    if (!(await settlesWithin(finished, this.options.config.deliveryTimeoutMs + STOP_MARGIN_MS))) {
+      this.recorder.giveUp();
+      await settlesWithin(finished, GIVE_UP_WAIT_MS);
+    }
     await this.recorder.flush();
     await this.sender.close();
     this.redis.disconnect();
