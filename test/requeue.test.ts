@@ -114,3 +114,29 @@ it('hands each unqueued delivery over once when dispatchers sweep at the same ti
     expect(lastSlot!.at - Date.now()).toBeLessThan(30_000);
     expect(lastSlot!.at - Date.now()).toBeGreaterThan(15_000);
   }));
+
+it('books a backlog longer than a page in id order when dispatchers sweep at the same time', { timeout: 60_000 }, () =>
+  harness(async ({ queue, handover, db, webhook, deliveries }) => {
+    const throttled = await webhook('/backlog', { CallThrottling: 2 });
+    const made = await deliveries(throttled, '/backlog', 3000, { status: 'QUEUED', attempts: 0, queued: false });
+    // Three dispatchers, each with its own Redis connection, sweep until nothing is left (as after a change of the limit).
+    const prefix = (handover.throttle as unknown as { prefix: string }).prefix;
+    const connections = [1, 2, 3].map(() => new Redis(REDIS_URL, { maxRetriesPerRequest: null }));
+    try {
+      const sweep = async (throttle: Throttle) => {
+        let handed = 0;
+        for (let page = 0; page < 20; page++) handed += await queueDeliveries(db, { ...handover, throttle }, 1000);
+        return handed;
+      };
+      const handed = await Promise.all(connections.map((connection) => sweep(new Throttle(connection, prefix))));
+      expect(handed.reduce((sum, count) => sum + count, 0)).toBe(3000);
+    } finally {
+      for (const connection of connections) connection.disconnect();
+    }
+    // Places in line follow the deliveries' order (the first, due at once, may be sent and gone already).
+    const ids = made.map((row) => Number(row.id)).sort((a, b) => a - b);
+    const jobs = await Promise.all(ids.map((id) => queue.queue.getJob(deliveryJobId(id, 0))));
+    const misplaced = jobs.flatMap((job, index) => (job && job.data.slot!.ticket !== index + 1 ? [index] : []));
+    expect(misplaced).toEqual([]);
+    expect(jobs.filter((job) => job).length).toBeGreaterThanOrEqual(2990);
+  }));

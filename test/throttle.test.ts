@@ -140,6 +140,9 @@ describe('calls that wake up late and bunch together', () => {
       // The new epoch's call goes at once: it waits for nobody in its line, and the window is shared.
       const permit = await throttle.acquirePermit('hook', 'u', 10, fresh!, randomUUID());
       expect(permit).toEqual({ granted: true });
+      // A call still holding a slot of the old epoch is turned away: its delivery was booked afresh.
+      const old = await throttle.acquirePermit('hook', 'u', 1, backlog[0]!, randomUUID());
+      expect(old).toMatchObject({ granted: false, superseded: true });
     } finally {
       await cleanUp(client, prefix);
     }
@@ -205,40 +208,54 @@ it('applies a lowered CallThrottling to messages already queued, without holding
   }
 });
 
-it('applies a raised CallThrottling to messages already queued, in order', { timeout: 90_000 }, async () => {
+it('applies a raised CallThrottling to messages already queued, in order, also with new ones arriving', { timeout: 90_000 }, async () => {
   const gateway = await startTestGateway({ ALLOW_PRIVATE_TARGETS: 'true' });
-  const app = postgres(gateway.databaseUrl, { max: 2, onnotice: () => {} });
+  const app = postgres(gateway.databaseUrl, { max: 4, onnotice: () => {} });
   const receiver = await new Receiver().start();
   try {
     const token = await gateway.token();
     const hook = await createWatchedWebhook(gateway, token, app, { table: 'Raised', urls: [`${receiver.url}/raised`], webhook: { CallThrottling: 2 } });
-    // 40 messages booked at 2 per second: 22 s of slots. After a couple of calls the limit goes to 20.
+    // 40 messages booked at 2 per second: 22 s of slots. After a couple of calls the limit goes to
+    // 20, while new rows keep coming (one every 10 ms, from 200 ms before the change to 300 ms after).
     await app`insert into "Raised" select from generate_series(1, 40)`;
     await waitFor(async () => (receiver.callsTo('/raised').length >= 2 ? true : undefined), 10_000, 'the first calls');
+    let inserting = true;
+    const newRows = (async () => {
+      while (inserting) {
+        await app`insert into "Raised" default values`;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 200));
     const updated = await gateway.request('PUT', `/v2/outgoingWebhooks/${hook.Id}`, { token, body: { CallThrottling: 20 } });
     expect(updated.status).toBe(200);
     const raisedAt = Date.now();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    inserting = false;
+    await newRows;
+    const [{ rowCount }] = await app<[{ rowCount: number }]>`select count(*)::int as "rowCount" from "Raised"`;
 
-    // The 38 or so left take 2 s at 20 a second (1.1 s for the window to let the old limit's calls out first), not 20 s at 2.
+    // At 20 a second the rest take a few seconds (1.1 s for the window to let the old limit's calls out first), not 20 s and more at 2.
     const rowOf = (call: { body: string }) => (JSON.parse(call.body) as { data: [{ id: number }] }).data[0].id;
-    await waitFor(async () => (new Set(receiver.callsTo('/raised').map(rowOf)).size >= 40 ? true : undefined), 30_000, 'all 40 messages');
+    await waitFor(async () => (new Set(receiver.callsTo('/raised').map(rowOf)).size >= rowCount ? true : undefined), 60_000, `all ${rowCount} messages`);
     const doneAt = Math.max(...receiver.callsTo('/raised').map((call) => call.at));
-    console.log(`raised from 2/s to 20/s: the backlog was done ${doneAt - raisedAt} ms after the change`);
-    expect(doneAt - raisedAt).toBeLessThan(8000);
+    console.log(`raised from 2/s to 20/s: ${rowCount} messages, the last ${doneAt - raisedAt} ms after the change`);
+    expect(doneAt - raisedAt).toBeLessThan(((rowCount * 1.1) / 20) * 1000 + 3000);
     const before = receiver.callsTo('/raised').filter((call) => call.at <= raisedAt);
     const after = receiver.callsTo('/raised').filter((call) => call.at > raisedAt);
     expect(maxInWindow(before.map((call) => call.at))).toBeLessThanOrEqual(2);
     expect(maxInWindow(after.map((call) => call.at))).toBeLessThanOrEqual(20);
-    // Still in the order the rows were inserted. A call under way at the change may be made once more (at least once).
+    // In the order the rows were inserted, the new ones after the backlog. A call under way at the
+    // change may be made once more (at least once).
     const rows = receiver.callsTo('/raised').map(rowOf);
-    expect(rows.filter((row, index) => rows.indexOf(row) === index)).toEqual(Array.from({ length: 40 }, (_, index) => index + 1));
-    expect(rows.length - 40).toBeLessThanOrEqual(2);
+    expect(rows.filter((row, index) => rows.indexOf(row) === index)).toEqual(Array.from({ length: rowCount }, (_, index) => index + 1));
+    expect(rows.length - rowCount).toBeLessThanOrEqual(2);
     // Each message ends delivered, with every call logged.
     await waitFor(async () => {
       const [row] = await app<[{ done: number; attempts: number }]>`select
         (select count(*)::int from webhook_gateway.deliveries where webhook_id = ${hook.Id} and status = 'SUCCEEDED') as done,
         (select count(*)::int from webhook_gateway.delivery_attempts where webhook_id = ${hook.Id}) as attempts`;
-      return row.done === 40 && row.attempts === rows.length ? true : undefined;
+      return row.done === rowCount && row.attempts === rows.length ? true : undefined;
     }, 10_000, 'the deliveries recorded');
   } finally {
     await receiver.stop();

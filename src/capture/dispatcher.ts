@@ -37,6 +37,8 @@ export const DISPATCH_BATCH_SIZE = 1000;
  */
 export const DISPATCH_BATCH_BYTES = 32 * 1024 * 1024;
 const QUEUE_CHECK_INTERVAL_MS = 5000;
+/** Pages of unqueued deliveries (HANDOVER_BATCH each) a dispatcher hands over between two batches of changes. */
+const SWEEP_PAGES_PER_TURN = 5;
 const CLEANUP_INTERVAL_MS = 3_600_000;
 const IDLE_FLAG_REFRESH_MS = 1000;
 /** Deliveries queued this long ago and not sent, or retries this long overdue, are checked for a missing job. */
@@ -194,23 +196,32 @@ async function insertMessagePart(db: Db, rows: NewMessage[]): Promise<void> {
 
 /**
  * Marked queued at once: the dispatcher queues them right after the commit, and marks back the
- * few it could not (Redis away), which saves an update of every delivery.
+ * few it could not (Redis away), which saves an update of every delivery. But a webhook that has
+ * deliveries waiting unqueued (Redis away, a change of its limit being booked) gets its new ones
+ * unqueued too, so that the sweep books them after those, in order. Returns the deliveries
+ * marked queued, for the handover, and whether any were not.
  */
-async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<DeliveryToQueue[]> {
-  if (rows.length === 0) return [];
-  const inserted = await queryRows<{ id: string | number; message_id: string; url: string; next_attempt_at: string | Date }>(
+async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<{ queued: DeliveryToQueue[]; anyUnqueued: boolean }> {
+  if (rows.length === 0) return { queued: [], anyUnqueued: false };
+  const webhookIds = sql.param(rows.map((row) => row.webhookId));
+  const inserted = await queryRows<{ id: string | number; message_id: string; url: string; next_attempt_at: string | Date; queued: boolean }>(
     db,
-    sql`insert into webhook_gateway.deliveries (message_id, webhook_id, url, queued)
-      select message_id, webhook_id, url, true
-      from unnest(${sql.param(rows.map((row) => row.messageId))}::uuid[], ${sql.param(rows.map((row) => row.webhookId))}::text[],
+    sql`with waiting as (
+        select distinct webhook_id from webhook_gateway.deliveries
+        where not queued and status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED') and webhook_id = any(${webhookIds}::text[]))
+      insert into webhook_gateway.deliveries (message_id, webhook_id, url, queued)
+      select message_id, webhook_id, url, webhook_id not in (select webhook_id from waiting)
+      from unnest(${sql.param(rows.map((row) => row.messageId))}::uuid[], ${webhookIds}::text[],
         ${sql.param(rows.map((row) => row.url))}::text[]) as d(message_id, webhook_id, url)
-      returning id, message_id, url, next_attempt_at`,
+      returning id, message_id, url, next_attempt_at, queued`,
     { prepared: true },
   );
   const idOf = new Map(inserted.map((row) => [`${row.message_id} ${row.url}`, row]));
-  return rows.map((row) => {
+  const queued: DeliveryToQueue[] = [];
+  for (const row of rows) {
     const made = idOf.get(`${row.messageId} ${row.url}`)!;
-    return {
+    if (!made.queued) continue;
+    queued.push({
       id: Number(made.id),
       generation: 0,
       attempts: 0,
@@ -221,8 +232,9 @@ async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<DeliveryTo
       callThrottling: row.callThrottling,
       throttleEpoch: row.throttleEpoch,
       nextAttemptAt: new Date(made.next_attempt_at),
-    };
-  });
+    });
+  }
+  return { queued, anyUnqueued: queued.length < rows.length };
 }
 
 /** Adds the batch's messages to their webhooks' and events' counts for this hour. */
@@ -259,6 +271,8 @@ export interface DispatchResult {
   messages: number;
   /** The deliveries made, in creation order, to hand to the queue once committed. */
   deliveries: DeliveryToQueue[];
+  /** Whether some were made unqueued, for the sweep (their webhooks have deliveries waiting unqueued). */
+  anyUnqueued: boolean;
 }
 
 interface Change {
@@ -310,12 +324,12 @@ export async function dispatchBatch(
 ): Promise<DispatchResult> {
   return db.transaction(async (tx) => {
     const changes = await takeChanges(tx, limit, maxBytes);
-    if (changes.length === 0) return { changes: 0, messages: 0, deliveries: [] };
+    if (changes.length === 0) return { changes: 0, messages: 0, deliveries: [], anyUnqueued: false };
     const tables = [...new Set(changes.map((change) => change.tableName))];
     const events = await activeEventsFor(tx, tables);
     if (events.size === 0) {
       await deleteChanges(tx, changes);
-      return { changes: changes.length, messages: 0, deliveries: [] };
+      return { changes: changes.length, messages: 0, deliveries: [], anyUnqueued: false };
     }
     // Queries issued together on the transaction's connection travel as one pipeline: one round trip.
     const [bytea, urls] = await Promise.all([
@@ -371,7 +385,7 @@ export async function dispatchBatch(
       deleteChanges(tx, changes),
       countMessages(tx, created),
     ]);
-    return { changes: changes.length, messages: created.length, deliveries: made };
+    return { changes: changes.length, messages: created.length, deliveries: made.queued, anyUnqueued: made.anyUnqueued };
   });
 }
 
@@ -436,6 +450,7 @@ export class Dispatcher {
         if (Date.now() >= this.nextTriggerSync) await this.syncTriggers();
         if (Date.now() >= this.nextCleanup) await this.cleanUp();
         const result = await dispatchBatch(database.db, config);
+        if (result.anyUnqueued) this.sweepUnqueued = true;
         await this.handOver(result.deliveries);
         if (result.changes > 0) {
           log.debug({ changes: result.changes, messages: result.messages }, 'dispatched changes');
@@ -480,8 +495,12 @@ export class Dispatcher {
       // Skipped while a run of batches keeps the dispatcher busy: nothing asked for it.
       if (this.sweepUnqueued) {
         this.sweepUnqueued = false;
-        while ((await queueDeliveries(database.db, handover)) > 0) {
-          // until everything unqueued is queued
+        for (let page = 1; (await queueDeliveries(database.db, handover)) > 0; page++) {
+          if (page < SWEEP_PAGES_PER_TURN) continue;
+          // A long sweep (a changed limit rebooks a whole backlog) goes on after the next batch, at once.
+          this.sweepUnqueued = true;
+          this.kicked = true;
+          break;
         }
       }
       if (this.queueUnreachable) log.info('delivery queue reachable again');

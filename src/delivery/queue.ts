@@ -80,7 +80,13 @@ export async function addDeliveryJobs(handover: Handover, rows: readonly Deliver
   const due = rows.filter((row) => row.nextAttemptAt.getTime() <= now);
   const [, slots] = await Promise.all([
     // Before the jobs exist, so that no subscriber sees a delivery start before it was queued.
-    handover.status.publishNow(rows.map((row) => statusEvent(row, 'QUEUED', row.attempts + 1))),
+    handover.status.publishNow(
+      rows.map((row) =>
+        row.nextAttemptAt.getTime() <= now
+          ? statusEvent(row, 'QUEUED', row.attempts + 1)
+          : statusEvent(row, 'RETRY_SCHEDULED', row.attempts, { nextAttemptAt: row.nextAttemptAt }), // queued again, not due yet
+      ),
+    ),
     handover.throttle.reserveSlots(
       due.map((row) => ({
         webhookId: row.webhookId,
@@ -134,29 +140,33 @@ function selectForHandover(db: Db, where: SQL | undefined, limit: number): Promi
     .limit(limit);
 }
 
+/** Names the advisory lock that lets one dispatcher at a time hand unqueued deliveries over. */
+const SWEEP_LOCK_KEY = 0x77687377;
+
 /**
- * The safety net under the dispatcher's own handover: queues deliveries marked unqueued (Redis
- * was away, a redelivery, a changed limit, a lost queue). They are claimed (marked queued) first,
- * under row locks that other dispatchers skip, so that dispatchers sweeping at once (they all
- * wake on the same NOTIFY) never book throttle slots for the same deliveries; those that could
- * not be handed over are marked back. Claimed and read in one transaction: a redelivery or a
- * change of the limit that touches them meanwhile waits for it, and then marks them unqueued
- * again (had it come between the two, they would be read changed and booked twice). Returns
- * how many it handed over.
+ * The safety net under the dispatcher's own handover: queues the oldest deliveries marked
+ * unqueued (Redis was away, a redelivery, a changed limit, a lost queue), up to `limit`. One
+ * dispatcher at a time (they all wake on the same NOTIFY; the others return 0), and in one
+ * transaction that claims them (marks them queued), books their throttle slots and adds their
+ * jobs: so slots are booked in id order, a failure leaves them unqueued, and a redelivery or a
+ * change of the limit that touches them meanwhile waits, then marks them unqueued again.
+ * Returns how many it handed over.
  */
 export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOVER_BATCH): Promise<number> {
-  const rows = await db.transaction(async (tx) => {
+  return db.transaction(async (tx) => {
+    const [lock] = await queryRows<{ taken: boolean }>(tx, sql`select pg_try_advisory_xact_lock(${SWEEP_LOCK_KEY}) as taken`);
+    if (!lock?.taken) return 0;
     const claimed = await queryRows<{ id: string | number }>(
       tx,
       sql`update webhook_gateway.deliveries set queued = true
         where id in (
           select id from webhook_gateway.deliveries
           where not queued and status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED') -- UNFINISHED_STATUSES, as the partial index says
-          order by id limit ${limit} for update skip locked)
+          order by id limit ${limit})
         returning id`,
     );
-    if (claimed.length === 0) return [];
-    return selectForHandover(
+    if (claimed.length === 0) return 0;
+    const rows = await selectForHandover(
       tx,
       inArray(
         deliveries.id,
@@ -164,15 +174,9 @@ export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOV
       ),
       limit,
     );
-  });
-  if (rows.length === 0) return 0;
-  try {
     await addDeliveryJobs(handover, rows);
-  } catch (error) {
-    await markUnqueued(db, rows);
-    throw error;
-  }
-  return rows.length;
+    return rows.length;
+  });
 }
 
 /**

@@ -2,32 +2,36 @@ import type { Redis } from 'ioredis';
 
 // Books the webhook's next free call slots (GCRA), one for each call of a batch, in order: KEYS[1]
 // holds the time the next slot opens, in microseconds (so that limits above 1000/s keep their
-// spacing); Redis' clock serves every process. Also draws each call's place in line for its URL
-// (KEYS[2..]: hashes, `next` drawn, `served` sent), which the permit keeps in order. ARGV: the
-// spacing, the lines' time to live, then for each call the index of its URL's line among KEYS[2..].
-// Returns {wait in ms, ticket} for each call, flattened.
+// spacing); Redis' clock serves every process. KEYS[2] holds the webhook's newest throttle epoch,
+// raised by the first booking in a newer one. Also draws each call's place in line for its URL
+// (KEYS[3..]: hashes, `next` drawn, `served` sent), which the permit keeps in order. ARGV: the
+// spacing, the time to live of lines and epoch, the epoch, then for each call the index of its
+// URL's line among KEYS[3..]. Returns {wait in ms, ticket} for each call, flattened.
 const RESERVE_SLOTS = `
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
 local interval = tonumber(ARGV[1])
-local calls = #ARGV - 2
+local calls = #ARGV - 3
+if tonumber(ARGV[3]) >= tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+end
 local first = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
 local next_free = first + interval * calls
 redis.call('SET', KEYS[1], string.format('%.0f', next_free), 'PX', math.ceil((next_free - now) / 1000) + 1000)
 local per_line = {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local line = tonumber(ARGV[i])
   per_line[line] = (per_line[line] or 0) + 1
 end
 local ticket = {}
 for line, count in pairs(per_line) do
-  ticket[line] = redis.call('HINCRBY', KEYS[line + 1], 'next', count) - count + 1
-  redis.call('PEXPIRE', KEYS[line + 1], ARGV[2])
+  ticket[line] = redis.call('HINCRBY', KEYS[line + 2], 'next', count) - count + 1
+  redis.call('PEXPIRE', KEYS[line + 2], ARGV[2])
 end
 local result = {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local line = tonumber(ARGV[i])
-  result[#result + 1] = math.floor((first + interval * (i - 3) - now) / 1000)
+  result[#result + 1] = math.floor((first + interval * (i - 4) - now) / 1000)
   result[#result + 1] = ticket[line]
   ticket[line] = ticket[line] + 1
 end
@@ -35,14 +39,21 @@ return result
 `;
 
 // The strict guard at send time, for the calls of one webhook asked for in the same tick, in
-// order. First the line: a call whose predecessors to the same URL (KEYS[2..], its index in
-// ARGV) have not all gone waits for them, unless it need not (it did not queue for its slot, or
-// it is overdue, since a predecessor that is gone or stuck must not hold the line). Then the
-// window: a log of the calls of the last window (KEYS[1]); a call is allowed while fewer than
-// `limit` are in it, else the answer is how long until the oldest leaves. ARGV: limit, window,
-// the lines' time to live, then per call: line index, ticket, may overtake (1/0), log member.
-// Returns per call 0 (allowed, and counted), -1 (in line) or the ms to wait.
+// order. Calls whose slots were booked in an older throttle epoch than the webhook's newest
+// (KEYS[2]) are refused: the limit changed, and their deliveries were booked afresh. Then the
+// line: a call whose predecessors to the same URL (KEYS[3..], its index in ARGV) have not all
+// gone waits for them, unless it need not (it did not queue for its slot, or it is overdue,
+// since a predecessor that is gone or stuck must not hold the line). Then the window: a log of
+// the calls of the last window (KEYS[1]); a call is allowed while fewer than `limit` are in it,
+// else the answer is how long until the oldest leaves. ARGV: limit, window, the lines' time to
+// live, the calls' epoch, then per call: line index, ticket, may overtake (1/0), log member.
+// Returns per call 0 (allowed, and counted), -1 (in line), -2 (superseded) or the ms to wait.
 const ACQUIRE_PERMITS = `
+if tonumber(ARGV[4]) < tonumber(redis.call('GET', KEYS[2]) or '0') then
+  local superseded = {}
+  for i = 5, #ARGV, 4 do superseded[#superseded + 1] = -2 end
+  return superseded
+end
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local now_parts = redis.call('TIME')
@@ -53,8 +64,8 @@ local counted = count
 local served = {}
 local moved = {}
 local result = {}
-for i = 4, #ARGV, 4 do
-  local line = tonumber(ARGV[i]) + 1
+for i = 5, #ARGV, 4 do
+  local line = tonumber(ARGV[i]) + 2
   local ticket = tonumber(ARGV[i + 1])
   if served[line] == nil then served[line] = tonumber(redis.call('HGET', KEYS[line], 'served') or '0') end
   if ticket > 0 and ARGV[i + 2] == '0' and ticket > served[line] + 1 then
@@ -90,8 +101,11 @@ end
 return 0
 `;
 
-/** Whether a call may go now; if not, how long to wait and why. */
-export type Permit = { granted: true } | { granted: false; waitMs: number; inLine: boolean };
+/**
+ * Whether a call may go now; if not, how long to wait and why: in line, or for room in the
+ * window; or not at all under its slot (`superseded`: the limit changed since it was booked).
+ */
+export type Permit = { granted: true } | { granted: false; waitMs: number; inLine: boolean; superseded: boolean };
 
 interface PermitCall {
   url: string;
@@ -186,7 +200,16 @@ export class Throttle {
     for (const { webhookId, limit, epoch, lines, indexes } of groups.values()) {
       const lineKeys = [...lines.keys()].map((url) => this.lineKey(webhookId, epoch, url));
       const lineOfCall = indexes.map((index) => lines.get(requests[index]!.url)!);
-      pipeline.gwReserveSlots(1 + lineKeys.length, this.slotKey(webhookId, epoch), ...lineKeys, this.slotInterval(limit), LINE_TTL_MS, ...lineOfCall);
+      pipeline.gwReserveSlots(
+        2 + lineKeys.length,
+        this.slotKey(webhookId, epoch),
+        this.epochKey(webhookId),
+        ...lineKeys,
+        this.slotInterval(limit),
+        LINE_TTL_MS,
+        epoch,
+        ...lineOfCall,
+      );
     }
     const now = Date.now();
     const results = (await pipeline.exec()) ?? [];
@@ -238,12 +261,14 @@ export class Throttle {
       const lineIndex = new Map(lines.map((url, index) => [url, index + 1]));
       const perCall = calls.flatMap((call) => [lineIndex.get(call.url)!, call.ticket, call.mayOvertake ? 1 : 0, call.callId]);
       pipeline.gwAcquirePermits(
-        1 + lines.length,
+        2 + lines.length,
         `${this.prefix}:calls:${webhookId}`,
+        this.epochKey(webhookId),
         ...lines.map((url) => this.lineKey(webhookId, epoch, url)),
         limit,
         window,
         LINE_TTL_MS,
+        epoch,
         ...perCall,
       );
     }
@@ -255,9 +280,11 @@ export class Throttle {
           if (error) return call.reject(error);
           const wait = Number((reply as number[])[position]);
           if (wait === 0) call.resolve({ granted: true });
+          else if (wait === -2) call.resolve({ granted: false, waitMs: 0, inLine: false, superseded: true });
           // In line: ask again soon, the predecessor is due within a slot.
-          else if (wait < 0) call.resolve({ granted: false, waitMs: Math.max(5, Math.min(50, this.slotInterval(limit) / 2000)), inLine: true });
-          else call.resolve({ granted: false, waitMs: wait, inLine: false });
+          else if (wait < 0) {
+            call.resolve({ granted: false, waitMs: Math.max(5, Math.min(50, this.slotInterval(limit) / 2000)), inLine: true, superseded: false });
+          } else call.resolve({ granted: false, waitMs: wait, inLine: false, superseded: false });
         });
       });
     } catch (error) {
@@ -278,6 +305,7 @@ export class Throttle {
   }
 
   // Each throttle epoch has its own clock and lines (epoch 0 keeps the keys from before epochs).
+  private epochKey = (webhookId: string) => `${this.prefix}:epoch:${webhookId}`;
   private slotKey = (webhookId: string, epoch: number) => `${this.prefix}:slot:${webhookId}${epoch ? `:e${epoch}` : ''}`;
   private lineKey = (webhookId: string, epoch: number, url: string) => `${this.prefix}:line:${webhookId}:${epoch ? `e${epoch}:` : ''}${url}`;
   /** Microseconds between slots. */

@@ -149,7 +149,9 @@ export class DeliveryWorker {
       const wait = slot.at - Date.now();
       if (wait > SLOT_SLACK_MS) return this.delay(job, token, { ...data, slot }, wait);
     }
-    const { attemptedAt, result } = await this.sendInTurn(job, token, { ...data, slot }, work, limit);
+    const sent = await this.sendInTurn(job, token, { ...data, slot }, work, limit);
+    if (!sent) return; // superseded while it waited: another job makes the call
+    const { attemptedAt, result } = sent;
     const { status, metrics } = this.options;
     const outcome = this.judge(work, attemptedAt, result);
     const applied = await this.recorder.record(outcome);
@@ -167,14 +169,14 @@ export class DeliveryWorker {
     }
   }
 
-  /** Waits for a place to the URL and the throttle's permit, then makes the call. */
+  /** Waits for a place to the URL and the throttle's permit, then makes the call (none if the delivery was booked afresh meanwhile). */
   private async sendInTurn(
     job: Job<DeliveryJobData>,
     token: string | undefined,
     data: DeliveryJobData & { slot: Slot },
     work: DeliveryWork,
     limit: number,
-  ): Promise<{ attemptedAt: Date; result: SendResult }> {
+  ): Promise<{ attemptedAt: Date; result: SendResult } | undefined> {
     const { slot } = data;
     if (!(await this.urlSlots.acquire(work.url))) {
       const { min, max } = URL_BUSY_RETRY_MS;
@@ -184,6 +186,7 @@ export class DeliveryWorker {
       for (;;) {
         const permit = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, randomUUID());
         if (permit.granted) break;
+        if (permit.superseded) return this.rebookSuperseded(job, token, data, work);
         if (permit.inLine || slot.limit === limit) {
           // A full window (a backlog came due at once, say after the workers were down) waits in
           // the delayed set, so that a throttled webhook's jobs do not fill the worker's slots
@@ -211,6 +214,27 @@ export class DeliveryWorker {
     } finally {
       this.urlSlots.release(work.url);
     }
+  }
+
+  /**
+   * The limit changed while the job waited to send: its delivery was booked afresh under a new
+   * generation (this job ends without a call), or, should it not have been, it books a slot
+   * under the current limit.
+   */
+  private async rebookSuperseded(
+    job: Job<DeliveryJobData>,
+    token: string | undefined,
+    data: DeliveryJobData & { slot: Slot },
+    work: DeliveryWork,
+  ): Promise<undefined> {
+    const current = await this.loader.load(work.deliveryId);
+    if (!current || current.generation !== data.generation || FINAL_STATUSES.includes(current.status)) {
+      await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
+      return undefined;
+    }
+    const limit = Math.min(current.callThrottling, this.options.config.callThrottlingMax);
+    const slot = await this.throttle.rebookSlot({ webhookId: work.webhookId, url: work.url, limit, epoch: current.throttleEpoch }, data.slot);
+    return this.delay(job, token, { ...data, slot }, slot.at - Date.now());
   }
 
   private judge(work: DeliveryWork, attemptedAt: Date, result: SendResult): AttemptOutcome {

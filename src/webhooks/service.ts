@@ -6,7 +6,7 @@ import type { ServiceContext } from '../context';
 import { rebookWaitingDeliveries, unfinishedDeliveries } from '../delivery/service';
 import { statusEvent } from '../delivery/status';
 import type { Db } from '../db/database';
-import { violatedUniqueConstraint } from '../db/errors';
+import { postgresError, violatedUniqueConstraint } from '../db/errors';
 import { newShortId } from '../db/ids';
 import { badInput, notFound } from '../errors';
 import { webhookEvents } from '../events/tables';
@@ -200,43 +200,51 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
   requirePermission(ctx.principal, 'webhooks:write');
   const fields = parseInput(updateSchema(ctx), input);
   const outgoingUrls = fields.outgoingUrls && (await checkOutgoingUrls(ctx, fields.outgoingUrls));
-  try {
-    return await ctx.db.transaction(async (tx) => {
-      const [current] = await tx
-        .select({ callThrottling: webhooks.callThrottling })
-        .from(webhooks)
-        .where(eq(webhooks.id, id))
-        // Not just `no key update`: this waits for dispatcher batches that read the webhook's limit (see activeEventsFor).
-        .for('update');
-      if (!current) throw notFound('Webhook', id);
-      const throttlingChanged = fields.callThrottling !== undefined && fields.callThrottling !== current.callThrottling;
-      const updated = await tx
-        .update(webhooks)
-        .set({
-          name: fields.name,
-          description: fields.description,
-          callThrottling: fields.callThrottling,
-          throttleEpoch: throttlingChanged ? sql`${webhooks.throttleEpoch} + 1` : undefined,
-          enabled: fields.enabled,
-          defaultPayloadIncludesSecret: fields.defaultPayloadIncludesSecret,
-          modifiedAt: new Date(),
-          modifiedBy: displayName(ctx.principal),
-        })
-        .where(eq(webhooks.id, id))
-        .returning({ id: webhooks.id });
-      if (updated.length === 0) throw notFound('Webhook', id);
-      // The new limit applies to the messages already waiting, too.
-      if (throttlingChanged) await rebookWaitingDeliveries(tx, id);
-      if (outgoingUrls) await replaceUrls(tx, id, outgoingUrls);
-      if (fields.enabled !== undefined) {
-        // Enabled switches the Status of all the webhook's events (Caspio's semantics).
-        await tx.update(webhookEvents).set({ enabled: fields.enabled }).where(eq(webhookEvents.webhookId, id));
-        await syncCaptureTriggers(tx, ctx.config.watchedSchema);
-      }
-      return loadWebhook(ctx, tx, id);
-    });
-  } catch (error) {
-    explainConflict(error, fields.name);
+  const limitInForce = (callThrottling: number) => Math.min(callThrottling, ctx.config.callThrottlingMax);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ctx.db.transaction(async (tx) => {
+        const [current] = await tx
+          .select({ callThrottling: webhooks.callThrottling })
+          .from(webhooks)
+          .where(eq(webhooks.id, id))
+          .for('no key update');
+        if (!current) throw notFound('Webhook', id);
+        const throttlingChanged =
+          fields.callThrottling !== undefined && limitInForce(fields.callThrottling) !== limitInForce(current.callThrottling);
+        // A stronger lock: it waits for the dispatcher batches that read the webhook's limit (see activeEventsFor).
+        if (throttlingChanged) await tx.select({ id: webhooks.id }).from(webhooks).where(eq(webhooks.id, id)).for('update');
+        const updated = await tx
+          .update(webhooks)
+          .set({
+            name: fields.name,
+            description: fields.description,
+            callThrottling: fields.callThrottling,
+            throttleEpoch: throttlingChanged ? sql`${webhooks.throttleEpoch} + 1` : undefined,
+            enabled: fields.enabled,
+            defaultPayloadIncludesSecret: fields.defaultPayloadIncludesSecret,
+            modifiedAt: new Date(),
+            modifiedBy: displayName(ctx.principal),
+          })
+          .where(eq(webhooks.id, id))
+          .returning({ id: webhooks.id });
+        if (updated.length === 0) throw notFound('Webhook', id);
+        // The new limit applies to the messages already waiting, too.
+        if (throttlingChanged) await rebookWaitingDeliveries(tx, id);
+        if (outgoingUrls) await replaceUrls(tx, id, outgoingUrls);
+        if (fields.enabled !== undefined) {
+          // Enabled switches the Status of all the webhook's events (Caspio's semantics).
+          await tx.update(webhookEvents).set({ enabled: fields.enabled }).where(eq(webhookEvents.webhookId, id));
+          await syncCaptureTriggers(tx, ctx.config.watchedSchema);
+        }
+        return loadWebhook(ctx, tx, id);
+      });
+    } catch (error) {
+      // Rebooking the waiting deliveries can meet the attempt recorder, which locks deliveries and
+      // then (adding to a new hour's count) the webhook's row: the order opposite to this one.
+      if (postgresError(error)?.code === '40P01' && attempt < 3) continue;
+      explainConflict(error, fields.name);
+    }
   }
 }
 
