@@ -123,13 +123,16 @@ it('books a backlog longer than a page in id order when dispatchers sweep at the
     const prefix = (handover.throttle as unknown as { prefix: string }).prefix;
     const connections = [1, 2, 3].map(() => new Redis(REDIS_URL, { maxRetriesPerRequest: null }));
     try {
+      let handed = 0;
       const sweep = async (throttle: Throttle) => {
-        let handed = 0;
-        for (let page = 0; page < 20; page++) handed += await queueDeliveries(db, { ...handover, throttle }, 1000);
-        return handed;
+        for (let round = 0; round < 500 && handed < 3000; round++) {
+          const count = await queueDeliveries(db, { ...handover, throttle }, 1000);
+          handed += count;
+          if (count === 0) await new Promise((resolve) => setTimeout(resolve, 5)); // another one sweeps
+        }
       };
-      const handed = await Promise.all(connections.map((connection) => sweep(new Throttle(connection, prefix))));
-      expect(handed.reduce((sum, count) => sum + count, 0)).toBe(3000);
+      await Promise.all(connections.map((connection) => sweep(new Throttle(connection, prefix))));
+      expect(handed).toBe(3000);
     } finally {
       for (const connection of connections) connection.disconnect();
     }
@@ -139,4 +142,28 @@ it('books a backlog longer than a page in id order when dispatchers sweep at the
     const misplaced = jobs.flatMap((job, index) => (job && job.data.slot!.ticket !== index + 1 ? [index] : []));
     expect(misplaced).toEqual([]);
     expect(jobs.filter((job) => job).length).toBeGreaterThanOrEqual(2990);
+  }));
+
+it('removes the jobs a change of the limit superseded, so that they do not wait out their old slots', () =>
+  harness(async ({ app, gw, queue, handover, db, webhook, deliveries }) => {
+    const throttled = await webhook('/changed', { CallThrottling: 1 });
+    const made = await deliveries(throttled, '/changed', 30, { status: 'QUEUED', attempts: 0, queued: false });
+    expect(await queueDeliveries(db, handover, 1000)).toBe(30);
+    const ids = made.map((row) => Number(row.id));
+    const waiting = async (generation: number) =>
+      (await Promise.all(ids.map((id) => queue.queue.getJob(deliveryJobId(id, generation))))).filter((job) => job).length;
+    // 30 slots at 1 a second: all but the first wait in the delayed set, for up to 33 s.
+    expect(await waiting(0)).toBeGreaterThanOrEqual(29);
+
+    const changed = await gw.request('PUT', `/v2/outgoingWebhooks/${throttled.Id}`, { token: await gw.token(), body: { CallThrottling: 50 } });
+    expect(changed.status).toBe(200);
+    const [{ unqueued }] = await app<[{ unqueued: number }]>`select count(*)::int as unqueued from webhook_gateway.deliveries where not queued`;
+    expect(unqueued).toBeGreaterThanOrEqual(29);
+    expect(await queueDeliveries(db, handover, 1000)).toBe(unqueued);
+    // The old jobs are gone (one already running may finish by itself); the new ones go at 50 a second.
+    expect(await waiting(0)).toBeLessThanOrEqual(1);
+    await waitFor(async () => {
+      const [{ done }] = await app<[{ done: number }]>`select count(*)::int as done from webhook_gateway.deliveries where status = 'SUCCEEDED'`;
+      return done === 30 ? true : undefined;
+    }, 10_000, 'the 30 deliveries at the new limit');
   }));

@@ -153,9 +153,9 @@ const SWEEP_LOCK_KEY = 0x77687377;
  * Returns how many it handed over.
  */
 export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOVER_BATCH): Promise<number> {
-  return db.transaction(async (tx) => {
+  const rows = await db.transaction(async (tx) => {
     const [lock] = await queryRows<{ taken: boolean }>(tx, sql`select pg_try_advisory_xact_lock(${SWEEP_LOCK_KEY}) as taken`);
-    if (!lock?.taken) return 0;
+    if (!lock?.taken) return [];
     const claimed = await queryRows<{ id: string | number }>(
       tx,
       sql`update webhook_gateway.deliveries set queued = true
@@ -165,7 +165,7 @@ export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOV
           order by id limit ${limit})
         returning id`,
     );
-    if (claimed.length === 0) return 0;
+    if (claimed.length === 0) return [];
     const rows = await selectForHandover(
       tx,
       inArray(
@@ -175,8 +175,29 @@ export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOV
       limit,
     );
     await addDeliveryJobs(handover, rows);
-    return rows.length;
+    return rows;
   });
+  await removeSupersededJobs(handover, rows);
+  return rows.length;
+}
+
+/**
+ * A delivery queued again under a new generation after a change of its webhook's limit leaves
+ * the job of the one before waiting for a slot of the old epoch (hours away, maybe): it would
+ * only wake to find itself superseded, so it goes now. A job still in line in the current epoch
+ * (a redelivery) is left to wake and give its place in line up; a running one cannot be removed
+ * and ends by itself.
+ */
+async function removeSupersededJobs(handover: Handover, rows: readonly DeliveryToQueue[]): Promise<void> {
+  await Promise.allSettled(
+    rows
+      .filter((row) => row.generation > 0)
+      .map(async (row) => {
+        const job = await handover.queue.getJob(deliveryJobId(row.id, row.generation - 1));
+        const slot = job && deliveryJobData.safeParse(job.data).data?.slot;
+        if (job && !(slot && slot.epoch === row.throttleEpoch)) await job.remove();
+      }),
+  );
 }
 
 /**
