@@ -117,3 +117,35 @@ it('books a batch read during a change of CallThrottling under the new limit, on
     await api.stop();
   }
 });
+
+it('catches up with deliveries waiting unqueued under a steady load, however many each change makes', { timeout: 90_000 }, async () => {
+  const { dispatchBatch } = await import('../src/capture/dispatcher');
+  const { loadConfig } = await import('../src/config');
+  const api = await startTestGateway({ ROLES: 'api' });
+  const app = postgres(api.databaseUrl, { max: 2, onnotice: () => {} });
+  let dispatcher: Awaited<ReturnType<typeof startTestGateway>> | undefined;
+  try {
+    const token = await api.token();
+    // Six URLs: every change makes six deliveries, more per batch than a sweep's least share of a turn.
+    const urls = Array.from({ length: 6 }, (_, index) => `https://hooks${index}.example.com/fan`);
+    const hook = await createWatchedWebhook(api, token, app, { table: 'Fan', urls });
+    await app`insert into "Fan" default values`;
+    await dispatchBatch(api.gateway.database.db, loadConfig({ DATABASE_URL: api.databaseUrl }));
+    // One delivery waits unqueued (a redelivery, say): the webhook's new deliveries wait behind it.
+    await app`update webhook_gateway.deliveries set queued = false where id = (select min(id) from webhook_gateway.deliveries)`;
+    await app`insert into "Fan" select from generate_series(1, 12000)`;
+    dispatcher = await startTestGateway({ ROLES: 'dispatcher' }, api.databaseUrl);
+    // The waiting ones are all handed over while changes are still coming in, not only once they stop.
+    const outboxWhenCaughtUp = await waitFor(async () => {
+      const [state] = await app<[{ outbox: number; unqueued: number }]>`select
+        (select count(*)::int from webhook_gateway.outbox) as outbox,
+        (select count(*)::int from webhook_gateway.deliveries where not queued and webhook_id = ${hook.Id}) as unqueued`;
+      return state.unqueued === 0 ? state.outbox : undefined;
+    }, 60_000, 'no deliveries left unqueued');
+    expect(outboxWhenCaughtUp).toBeGreaterThan(0);
+  } finally {
+    await dispatcher?.stop();
+    await app.end();
+    await api.stop();
+  }
+});

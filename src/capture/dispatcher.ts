@@ -37,8 +37,8 @@ export const DISPATCH_BATCH_SIZE = 1000;
  */
 export const DISPATCH_BATCH_BYTES = 32 * 1024 * 1024;
 const QUEUE_CHECK_INTERVAL_MS = 5000;
-/** Pages of unqueued deliveries (HANDOVER_BATCH each) a dispatcher hands over between two batches of changes. */
-const SWEEP_PAGES_PER_TURN = 5;
+/** Unqueued deliveries a dispatcher hands over, at least, between two batches of changes. */
+const SWEEP_PER_TURN = 5000;
 const CLEANUP_INTERVAL_MS = 3_600_000;
 const IDLE_FLAG_REFRESH_MS = 1000;
 /** Deliveries queued this long ago and not sent, or retries this long overdue, are checked for a missing job. */
@@ -201,17 +201,17 @@ async function insertMessagePart(db: Db, rows: NewMessage[]): Promise<void> {
  * unqueued too, so that the sweep books them after those, in order. Returns the deliveries
  * marked queued, for the handover, and whether any were not.
  */
-async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<{ queued: DeliveryToQueue[]; anyUnqueued: boolean }> {
-  if (rows.length === 0) return { queued: [], anyUnqueued: false };
-  const webhookIds = sql.param(rows.map((row) => row.webhookId));
+async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<{ queued: DeliveryToQueue[]; unqueued: number }> {
+  if (rows.length === 0) return { queued: [], unqueued: 0 };
   const inserted = await queryRows<{ id: string | number; message_id: string; url: string; next_attempt_at: string | Date; queued: boolean }>(
     db,
     sql`with waiting as (
-        select distinct webhook_id from webhook_gateway.deliveries
-        where not queued and status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED') and webhook_id = any(${webhookIds}::text[]))
+        select w.id as webhook_id from unnest(${sql.param([...new Set(rows.map((row) => row.webhookId))])}::text[]) as w(id)
+        where exists (select 1 from webhook_gateway.deliveries u
+          where u.webhook_id = w.id and not u.queued and u.status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED')))
       insert into webhook_gateway.deliveries (message_id, webhook_id, url, queued)
       select message_id, webhook_id, url, webhook_id not in (select webhook_id from waiting)
-      from unnest(${sql.param(rows.map((row) => row.messageId))}::uuid[], ${webhookIds}::text[],
+      from unnest(${sql.param(rows.map((row) => row.messageId))}::uuid[], ${sql.param(rows.map((row) => row.webhookId))}::text[],
         ${sql.param(rows.map((row) => row.url))}::text[]) as d(message_id, webhook_id, url)
       returning id, message_id, url, next_attempt_at, queued`,
     { prepared: true },
@@ -234,7 +234,7 @@ async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<{ queued: 
       nextAttemptAt: new Date(made.next_attempt_at),
     });
   }
-  return { queued, anyUnqueued: queued.length < rows.length };
+  return { queued, unqueued: rows.length - queued.length };
 }
 
 /** Adds the batch's messages to their webhooks' and events' counts for this hour. */
@@ -271,8 +271,8 @@ export interface DispatchResult {
   messages: number;
   /** The deliveries made, in creation order, to hand to the queue once committed. */
   deliveries: DeliveryToQueue[];
-  /** Whether some were made unqueued, for the sweep (their webhooks have deliveries waiting unqueued). */
-  anyUnqueued: boolean;
+  /** How many were made unqueued, for the sweep (their webhooks have deliveries waiting unqueued). */
+  unqueued: number;
 }
 
 interface Change {
@@ -324,12 +324,12 @@ export async function dispatchBatch(
 ): Promise<DispatchResult> {
   return db.transaction(async (tx) => {
     const changes = await takeChanges(tx, limit, maxBytes);
-    if (changes.length === 0) return { changes: 0, messages: 0, deliveries: [], anyUnqueued: false };
+    if (changes.length === 0) return { changes: 0, messages: 0, deliveries: [], unqueued: 0 };
     const tables = [...new Set(changes.map((change) => change.tableName))];
     const events = await activeEventsFor(tx, tables);
     if (events.size === 0) {
       await deleteChanges(tx, changes);
-      return { changes: changes.length, messages: 0, deliveries: [], anyUnqueued: false };
+      return { changes: changes.length, messages: 0, deliveries: [], unqueued: 0 };
     }
     // Queries issued together on the transaction's connection travel as one pipeline: one round trip.
     const [bytea, urls] = await Promise.all([
@@ -385,7 +385,7 @@ export async function dispatchBatch(
       deleteChanges(tx, changes),
       countMessages(tx, created),
     ]);
-    return { changes: changes.length, messages: created.length, deliveries: made.queued, anyUnqueued: made.anyUnqueued };
+    return { changes: changes.length, messages: created.length, deliveries: made.queued, unqueued: made.unqueued };
   });
 }
 
@@ -450,8 +450,8 @@ export class Dispatcher {
         if (Date.now() >= this.nextTriggerSync) await this.syncTriggers();
         if (Date.now() >= this.nextCleanup) await this.cleanUp();
         const result = await dispatchBatch(database.db, config);
-        if (result.anyUnqueued) this.sweepUnqueued = true;
-        await this.handOver(result.deliveries);
+        if (result.unqueued > 0) this.sweepUnqueued = true;
+        await this.handOver(result.deliveries, result.unqueued);
         if (result.changes > 0) {
           log.debug({ changes: result.changes, messages: result.messages }, 'dispatched changes');
           await this.markIdle(false);
@@ -472,7 +472,7 @@ export class Dispatcher {
    * Postgres (marked unqueued); the sweep for them runs after every NOTIFY (a redelivery sends
    * one), poll and failed handover, so they go once Redis is back.
    */
-  private async handOver(made: DeliveryToQueue[]): Promise<void> {
+  private async handOver(made: DeliveryToQueue[], madeUnqueued = 0): Promise<void> {
     const { database, handover, redis, redisPrefix, log } = this.options;
     try {
       try {
@@ -495,12 +495,16 @@ export class Dispatcher {
       // Skipped while a run of batches keeps the dispatcher busy: nothing asked for it.
       if (this.sweepUnqueued) {
         this.sweepUnqueued = false;
-        for (let page = 1; (await queueDeliveries(database.db, handover)) > 0; page++) {
-          if (page < SWEEP_PAGES_PER_TURN) continue;
-          // A long sweep (a changed limit rebooks a whole backlog) goes on after the next batch, at once.
-          this.sweepUnqueued = true;
-          this.kicked = true;
-          break;
+        // A long sweep (a changed limit rebooks a whole backlog) goes on after the next batch of
+        // changes, at once; each turn hands over at least twice what the batch added unqueued, so
+        // it catches up however many deliveries each change makes.
+        const budget = Math.max(SWEEP_PER_TURN, 2 * madeUnqueued);
+        for (let handed = 0; handed < budget; ) {
+          const swept = await queueDeliveries(database.db, handover);
+          if (swept === 'busy') this.sweepUnqueued = true; // another dispatcher sweeps; look again next turn
+          if (swept === 'busy' || swept === 0) break;
+          handed += swept;
+          if (handed >= budget) this.sweepUnqueued = this.kicked = true;
         }
       }
       if (this.queueUnreachable) log.info('delivery queue reachable again');

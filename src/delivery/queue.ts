@@ -140,8 +140,11 @@ function selectForHandover(db: Db, where: SQL | undefined, limit: number): Promi
     .limit(limit);
 }
 
-/** Names the advisory lock that lets one dispatcher at a time hand unqueued deliveries over. */
-const SWEEP_LOCK_KEY = 0x77687377;
+/**
+ * The advisory lock that lets one dispatcher at a time hand unqueued deliveries over: two keys,
+ * the first for the gateway, so as not to meet the application's own locks in its database.
+ */
+const SWEEP_LOCK = { space: 0x77677779, key: 1 };
 
 /**
  * The safety net under the dispatcher's own handover: queues the oldest deliveries marked
@@ -150,12 +153,15 @@ const SWEEP_LOCK_KEY = 0x77687377;
  * transaction that claims them (marks them queued), books their throttle slots and adds their
  * jobs: so slots are booked in id order, a failure leaves them unqueued, and a redelivery or a
  * change of the limit that touches them meanwhile waits, then marks them unqueued again.
- * Returns how many it handed over.
+ * Returns how many it handed over, or 'busy' while another dispatcher sweeps.
  */
-export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOVER_BATCH): Promise<number> {
+export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOVER_BATCH): Promise<number | 'busy'> {
   const rows = await db.transaction(async (tx) => {
-    const [lock] = await queryRows<{ taken: boolean }>(tx, sql`select pg_try_advisory_xact_lock(${SWEEP_LOCK_KEY}) as taken`);
-    if (!lock?.taken) return [];
+    const [lock] = await queryRows<{ taken: boolean }>(
+      tx,
+      sql`select pg_try_advisory_xact_lock(${SWEEP_LOCK.space}::int, ${SWEEP_LOCK.key}::int) as taken`,
+    );
+    if (!lock?.taken) return 'busy';
     const claimed = await queryRows<{ id: string | number }>(
       tx,
       sql`update webhook_gateway.deliveries set queued = true
@@ -166,6 +172,8 @@ export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOV
         returning id`,
     );
     if (claimed.length === 0) return [];
+    // The claim's row locks are held while it talks to Redis: one that stops answering must not hold them long.
+    await tx.execute(sql`set local idle_in_transaction_session_timeout = '10s'`);
     const rows = await selectForHandover(
       tx,
       inArray(
@@ -177,6 +185,7 @@ export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOV
     await addDeliveryJobs(handover, rows);
     return rows;
   });
+  if (rows === 'busy') return rows;
   await removeSupersededJobs(handover, rows);
   return rows.length;
 }

@@ -37,7 +37,9 @@ export const deliveries = gatewaySchema.table(
     index('deliveries_message_idx').on(table.messageId),
     index('deliveries_unqueued_idx').on(table.id).where(sql`not ${table.queued}`),
     // Whether a webhook has deliveries waiting unqueued: its new ones then wait behind them.
-    index('deliveries_unqueued_webhook_idx').on(table.webhookId).where(sql`not ${table.queued}`),
+    index('deliveries_unqueued_webhook_idx')
+      .on(table.webhookId)
+      .where(sql`not ${table.queued} and ${table.status} in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED')`),
     index('deliveries_unfinished_idx')
       .on(table.id)
       .where(sql`${table.status} in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED')`),

@@ -115,7 +115,8 @@ export class DeliveryWorker {
       this.recorder.giveUp();
       await settlesWithin(finished, GIVE_UP_WAIT_MS);
     }
-    await this.recorder.flush();
+    // A write that hangs (Postgres unreachable without refusing, or a lock) must not hold the stop.
+    await settlesWithin(this.recorder.flush(), GIVE_UP_WAIT_MS);
     await this.sender.close();
     this.redis.disconnect();
     this.throttleRedis.disconnect();
