@@ -1,8 +1,19 @@
 import postgres from 'postgres';
 import { expect, it } from 'vitest';
+import { dispatchBatch } from '../src/capture/dispatcher';
+import { loadConfig } from '../src/config';
 import { startTestGateway } from './support/gateway';
 import { waitFor } from './support/wait';
 import { createWatchedWebhook } from './support/watched';
+
+/** A gateway that serves the API only (no dispatcher runs unless a test starts one), a client of its database, and a dispatcher's batch run on demand. */
+async function apiOnly() {
+  const api = await startTestGateway({ ROLES: 'api' });
+  const app = postgres(api.databaseUrl, { max: 2, onnotice: () => {} });
+  const config = loadConfig({ DATABASE_URL: api.databaseUrl });
+  const dispatch = (options?: Parameters<typeof dispatchBatch>[2]) => dispatchBatch(api.gateway.database.db, config, options);
+  return { api, app, dispatch };
+}
 
 it('keeps changes while no dispatcher runs, then two dispatchers turn each into exactly one message', async () => {
   const api = await startTestGateway({ ROLES: 'api' });
@@ -50,27 +61,22 @@ it('keeps changes while no dispatcher runs, then two dispatchers turn each into 
 });
 
 it('stops a batch at its row-data budget (its first change goes whatever its size), and writes many large bodies in parts', async () => {
-  const { dispatchBatch } = await import('../src/capture/dispatcher');
-  const { loadConfig } = await import('../src/config');
-  const api = await startTestGateway({ ROLES: 'api' });
-  const app = postgres(api.databaseUrl, { max: 2, onnotice: () => {} });
+  const { api, app, dispatch } = await apiOnly();
   try {
     const token = await api.token();
     await createWatchedWebhook(api, token, app, { table: 'Large', urls: ['https://hooks.example.com/one'] });
     // A second webhook on the same table: every change makes two messages.
     const other = await createWatchedWebhook(api, token, app, { table: 'Large2', urls: ['https://hooks.example.com/two'] });
     await api.request('POST', `/v2/outgoingWebhooks/${other.Id}/events`, { token, body: { EventType: 'table.recordInsert', ObjectName: 'Large' } });
-    const config = loadConfig({ DATABASE_URL: api.databaseUrl });
-    const db = api.gateway.database.db;
 
     // Five changes of about 300 KB each against a 1 MB budget: four fit (the fourth starts under it).
     await app`insert into "Large" (note) select repeat(chr(96 + n), 300000) from generate_series(1, 5) n`;
-    expect(await dispatchBatch(db, config, { maxBytes: 1_000_000 })).toMatchObject({ changes: 4, messages: 8 });
-    expect(await dispatchBatch(db, config, { maxBytes: 1_000_000 })).toMatchObject({ changes: 1, messages: 2 });
+    expect(await dispatch({ maxBytes: 1_000_000 })).toMatchObject({ changes: 4, messages: 8 });
+    expect(await dispatch({ maxBytes: 1_000_000 })).toMatchObject({ changes: 1, messages: 2 });
     // A change larger than the whole budget still goes, alone.
     await app`insert into "Large" (note) select repeat('z', 300000) from generate_series(1, 2)`;
-    expect(await dispatchBatch(db, config, { maxBytes: 100_000 })).toMatchObject({ changes: 1, messages: 2 });
-    expect(await dispatchBatch(db, config, { maxBytes: 100_000 })).toMatchObject({ changes: 1, messages: 2 });
+    expect(await dispatch({ maxBytes: 100_000 })).toMatchObject({ changes: 1, messages: 2 });
+    expect(await dispatch({ maxBytes: 100_000 })).toMatchObject({ changes: 1, messages: 2 });
 
     // Every body whole, each message with its delivery, nothing left behind.
     const made = await app<{ note: string; deliveries: number }[]>`
@@ -88,22 +94,18 @@ it('stops a batch at its row-data budget (its first change goes whatever its siz
 });
 
 it('books a batch read during a change of CallThrottling under the new limit, once the change commits', async () => {
-  const { dispatchBatch } = await import('../src/capture/dispatcher');
-  const { loadConfig } = await import('../src/config');
-  const api = await startTestGateway({ ROLES: 'api' });
-  const app = postgres(api.databaseUrl, { max: 2, onnotice: () => {} });
+  const { api, app, dispatch } = await apiOnly();
   try {
     const token = await api.token();
     const hook = await createWatchedWebhook(api, token, app, { table: 'Changing', urls: ['https://hooks.example.com/changing'], webhook: { CallThrottling: 5 } });
     await app`insert into "Changing" select from generate_series(1, 3)`;
-    const config = loadConfig({ DATABASE_URL: api.databaseUrl });
 
     // A change of the limit under way, holding the webhook's row as updateWebhook does: the batch waits for it.
-    let batch: ReturnType<typeof dispatchBatch> | undefined;
+    let batch: ReturnType<typeof dispatch> | undefined;
     await app.begin(async (change) => {
       await change`select 1 from webhook_gateway.webhooks where id = ${hook.Id} for update`;
       await change`update webhook_gateway.webhooks set call_throttling = 50, throttle_epoch = throttle_epoch + 1 where id = ${hook.Id}`;
-      batch = dispatchBatch(api.gateway.database.db, config);
+      batch = dispatch();
       const first = await Promise.race([batch.then(() => 'dispatched'), new Promise((resolve) => setTimeout(() => resolve('waiting'), 500))]);
       expect(first).toBe('waiting');
     });
@@ -119,10 +121,7 @@ it('books a batch read during a change of CallThrottling under the new limit, on
 });
 
 it('catches up with deliveries waiting unqueued under a steady load, however many each change makes', { timeout: 90_000 }, async () => {
-  const { dispatchBatch } = await import('../src/capture/dispatcher');
-  const { loadConfig } = await import('../src/config');
-  const api = await startTestGateway({ ROLES: 'api' });
-  const app = postgres(api.databaseUrl, { max: 2, onnotice: () => {} });
+  const { api, app, dispatch } = await apiOnly();
   let dispatcher: Awaited<ReturnType<typeof startTestGateway>> | undefined;
   try {
     const token = await api.token();
@@ -130,7 +129,7 @@ it('catches up with deliveries waiting unqueued under a steady load, however man
     const urls = Array.from({ length: 6 }, (_, index) => `https://hooks${index}.example.com/fan`);
     const hook = await createWatchedWebhook(api, token, app, { table: 'Fan', urls });
     await app`insert into "Fan" default values`;
-    await dispatchBatch(api.gateway.database.db, loadConfig({ DATABASE_URL: api.databaseUrl }));
+    await dispatch();
     // One delivery waits unqueued (a redelivery, say): the webhook's new deliveries wait behind it.
     await app`update webhook_gateway.deliveries set queued = false where id = (select min(id) from webhook_gateway.deliveries)`;
     await app`insert into "Fan" select from generate_series(1, 12000)`;
