@@ -199,7 +199,7 @@ async function insertMessagePart(db: Db, rows: NewMessage[]): Promise<void> {
  * few it could not (Redis away), which saves an update of every delivery. But a webhook that has
  * deliveries waiting unqueued (Redis away, a change of its limit being booked) gets its new ones
  * unqueued too, so that the sweep books them after those, in order. Returns the deliveries
- * marked queued, for the handover, and whether any were not.
+ * marked queued, for the handover, and how many were not.
  */
 async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<{ queued: DeliveryToQueue[]; unqueued: number }> {
   if (rows.length === 0) return { queued: [], unqueued: 0 };

@@ -149,7 +149,7 @@ const SWEEP_LOCK = { space: 0x77677779, key: 1 };
 /**
  * The safety net under the dispatcher's own handover: queues the oldest deliveries marked
  * unqueued (Redis was away, a redelivery, a changed limit, a lost queue), up to `limit`. One
- * dispatcher at a time (they all wake on the same NOTIFY; the others return 0), and in one
+ * dispatcher at a time (they all wake on the same NOTIFY; the others are told 'busy'), and in one
  * transaction that claims them (marks them queued), books their throttle slots and adds their
  * jobs: so slots are booked in id order, a failure leaves them unqueued, and a redelivery or a
  * change of the limit that touches them meanwhile waits, then marks them unqueued again.
