@@ -144,9 +144,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       async stop() {
         await websocket?.close();
         statusFeed?.close();
-        await closeServer(server);
-        await dispatcher?.stop();
-        await worker?.stop();
+        // At once: each waits for its own (requests, a batch, calls), and the worker's wait is bounded
+        // to fit the process' deadline only if it starts now.
+        await Promise.all([closeServer(server), dispatcher?.stop(), worker?.stop()]);
         await deliveryQueue?.close();
         await status.flush();
         await backlogQueue.close();
