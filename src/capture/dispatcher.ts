@@ -450,7 +450,6 @@ export class Dispatcher {
         if (Date.now() >= this.nextTriggerSync) await this.syncTriggers();
         if (Date.now() >= this.nextCleanup) await this.cleanUp();
         const result = await dispatchBatch(database.db, config);
-        if (result.unqueued > 0) this.sweepUnqueued = true;
         await this.handOver(result.deliveries, result.unqueued);
         if (result.changes > 0) {
           log.debug({ changes: result.changes, messages: result.messages }, 'dispatched changes');
@@ -472,8 +471,9 @@ export class Dispatcher {
    * Postgres (marked unqueued); the sweep for them runs after every NOTIFY (a redelivery sends
    * one), poll and failed handover, so they go once Redis is back.
    */
-  private async handOver(made: DeliveryToQueue[], madeUnqueued = 0): Promise<void> {
+  private async handOver(made: DeliveryToQueue[], madeUnqueued: number): Promise<void> {
     const { database, handover, redis, redisPrefix, log } = this.options;
+    if (madeUnqueued > 0) this.sweepUnqueued = true;
     try {
       try {
         await addDeliveryJobs(handover, made);

@@ -77,12 +77,13 @@ export interface DeliveryToQueue extends DeliveryIdentity {
 export async function addDeliveryJobs(handover: Handover, rows: readonly DeliveryToQueue[]): Promise<void> {
   if (rows.length === 0) return;
   const now = Date.now();
-  const due = rows.filter((row) => row.nextAttemptAt.getTime() <= now);
+  const isDue = (row: DeliveryToQueue) => row.nextAttemptAt.getTime() <= now;
+  const due = rows.filter(isDue);
   const [, slots] = await Promise.all([
     // Before the jobs exist, so that no subscriber sees a delivery start before it was queued.
     handover.status.publishNow(
       rows.map((row) =>
-        row.nextAttemptAt.getTime() <= now
+        isDue(row)
           ? statusEvent(row, 'QUEUED', row.attempts + 1)
           : statusEvent(row, 'RETRY_SCHEDULED', row.attempts, { nextAttemptAt: row.nextAttemptAt }), // queued again, not due yet
       ),

@@ -53,10 +53,9 @@ async function requeue(db: Db, messageIds: string[], where?: ReturnType<typeof a
 /**
  * After a change of the webhook's CallThrottling (in the same transaction, which also bumps its
  * throttle epoch): its waiting deliveries, retries included, get a new generation and are marked
- * unqueued, so that the dispatcher books them afresh, in order, on the new epoch's clock; their
- * old jobs, booked on the old limit's clock (a backlog's far into the future), find themselves
- * superseded when they wake. A call under way meanwhile may be made twice (at least once; both
- * attempts are logged).
+ * unqueued, so that the dispatcher books them afresh, in order, on the new epoch's clock (and
+ * removes their old jobs, booked on the old limit's clock, a backlog's far into the future). A
+ * call under way meanwhile may be made twice (at least once; both attempts are logged).
  */
 export async function rebookWaitingDeliveries(db: Db, webhookId: string): Promise<void> {
   await db

@@ -14,7 +14,7 @@ import { Sender, type SendResult } from './sender';
 import { signMessage } from './signature';
 import { statusEvent, type StatusPublisher } from './status';
 import { FINAL_STATUSES } from './tables';
-import { SLOT_SLACK_MS, Throttle, type Slot } from './throttle';
+import { SLOT_SLACK_MS, Throttle, type Slot, type SlotRequest } from './throttle';
 import { UrlSlots } from './urlSlots';
 
 export const WORKER_CONCURRENCY = 200;
@@ -142,15 +142,13 @@ export class DeliveryWorker {
     // A retry's job woke early (it ran again after a crash, or Redis lost its delay): it waits for its time.
     const early = work.status === 'RETRY_SCHEDULED' ? work.nextAttemptAt.getTime() - Date.now() : 0;
     if (early > SLOT_SLACK_MS) return this.delay(job, token, { deliveryId: data.deliveryId, generation: data.generation }, early);
-    const limit = Math.min(work.callThrottling, this.options.config.callThrottlingMax);
-
     let slot = data.slot;
     if (!slot) {
-      slot = await this.throttle.reserveSlot({ webhookId: work.webhookId, url: work.url, limit, epoch: work.throttleEpoch });
+      slot = await this.throttle.reserveSlot(this.slotRequest(work));
       const wait = slot.at - Date.now();
       if (wait > SLOT_SLACK_MS) return this.delay(job, token, { ...data, slot }, wait);
     }
-    const sent = await this.sendInTurn(job, token, { ...data, slot }, work, limit);
+    const sent = await this.sendInTurn(job, token, { ...data, slot }, work);
     if (!sent) return; // superseded while it waited: another job makes the call
     const { attemptedAt, result } = sent;
     const { status, metrics } = this.options;
@@ -176,9 +174,9 @@ export class DeliveryWorker {
     token: string | undefined,
     data: DeliveryJobData & { slot: Slot },
     work: DeliveryWork,
-    limit: number,
   ): Promise<{ attemptedAt: Date; result: SendResult } | undefined> {
     const { slot } = data;
+    const limit = this.limitOf(work);
     if (!(await this.urlSlots.acquire(work.url))) {
       const { min, max } = URL_BUSY_RETRY_MS;
       return this.delay(job, token, data, Math.min(max, Math.max(min, this.urlSlots.stalledFor(work.url))));
@@ -198,10 +196,8 @@ export class DeliveryWorker {
           continue;
         }
         // The limit is not the one the slot was spaced for (CALL_THROTTLING_MAX was lowered; a
-        // change of CallThrottling rebooks the waiting deliveries itself): book a slot under the
-        // current limit and wait for it in the delayed set, not in a worker slot.
-        const later = await this.throttle.rebookSlot({ webhookId: work.webhookId, url: work.url, limit, epoch: work.throttleEpoch }, slot);
-        return this.delay(job, token, { ...data, slot: later }, Math.max(later.at - Date.now(), permit.waitMs));
+        // change of CallThrottling rebooks the waiting deliveries itself).
+        return this.bookAgain(job, token, data, work, permit.waitMs);
       }
       this.options.status.publish([statusEvent(work, 'SENDING', work.attempts + 1)]);
       const attemptedAt = new Date();
@@ -233,9 +229,30 @@ export class DeliveryWorker {
       await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
       return undefined;
     }
-    const limit = Math.min(current.callThrottling, this.options.config.callThrottlingMax);
-    const slot = await this.throttle.rebookSlot({ webhookId: work.webhookId, url: work.url, limit, epoch: current.throttleEpoch }, data.slot);
-    return this.delay(job, token, { ...data, slot }, slot.at - Date.now());
+    return this.bookAgain(job, token, data, current);
+  }
+
+  /**
+   * Gives up the job's slot and place in line, books one under the delivery's current limit and
+   * epoch, and waits for it (at least `atLeastMs`) in the delayed set, not in a worker slot.
+   */
+  private async bookAgain(
+    job: Job<DeliveryJobData>,
+    token: string | undefined,
+    data: DeliveryJobData & { slot: Slot },
+    work: DeliveryWork,
+    atLeastMs = 0,
+  ): Promise<never> {
+    const slot = await this.throttle.rebookSlot(this.slotRequest(work), data.slot);
+    return this.delay(job, token, { ...data, slot }, Math.max(slot.at - Date.now(), atLeastMs));
+  }
+
+  private limitOf(work: DeliveryWork): number {
+    return Math.min(work.callThrottling, this.options.config.callThrottlingMax);
+  }
+
+  private slotRequest(work: DeliveryWork): SlotRequest {
+    return { webhookId: work.webhookId, url: work.url, limit: this.limitOf(work), epoch: work.throttleEpoch };
   }
 
   private judge(work: DeliveryWork, attemptedAt: Date, result: SendResult): AttemptOutcome {

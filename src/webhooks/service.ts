@@ -214,7 +214,7 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
           fields.callThrottling !== undefined && limitInForce(fields.callThrottling) !== limitInForce(current.callThrottling);
         // A stronger lock: it waits for the dispatcher batches that read the webhook's limit (see activeEventsFor).
         if (throttlingChanged) await tx.select({ id: webhooks.id }).from(webhooks).where(eq(webhooks.id, id)).for('update');
-        const updated = await tx
+        await tx
           .update(webhooks)
           .set({
             name: fields.name,
@@ -226,9 +226,7 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
             modifiedAt: new Date(),
             modifiedBy: displayName(ctx.principal),
           })
-          .where(eq(webhooks.id, id))
-          .returning({ id: webhooks.id });
-        if (updated.length === 0) throw notFound('Webhook', id);
+          .where(eq(webhooks.id, id));
         // The new limit applies to the messages already waiting, too.
         if (throttlingChanged) await rebookWaitingDeliveries(tx, id);
         if (outgoingUrls) await replaceUrls(tx, id, outgoingUrls);
