@@ -167,3 +167,22 @@ it('removes the jobs a change of the limit superseded, so that they do not wait 
       return done === 30 ? true : undefined;
     }, 10_000, 'the 30 deliveries at the new limit');
   }));
+
+it("hands a webhook's few unqueued deliveries over in the first page, not behind another webhook's long backlog", () =>
+  harness(async ({ app, receiver, handover, db, webhook, deliveries }) => {
+    const throttled = await webhook('/long', { CallThrottling: 1 });
+    const long = await deliveries(throttled, '/long', 3000, { status: 'QUEUED', attempts: 0, queued: false });
+    const other = await webhook('/few');
+    const few = await deliveries(other, '/few', 5, { status: 'QUEUED', attempts: 0, queued: false });
+    // One page of 1,000: an equal share each, 500 of the backlog and the other webhook's 5.
+    expect(await queueDeliveries(db, handover, 1000)).toBe(505);
+    const queued = async (rows: { id: string }[]) =>
+      (await app<{ id: string }[]>`select id from webhook_gateway.deliveries where queued and id = any(${rows.map((row) => row.id)}::bigint[]) order by id`).map(
+        (row) => Number(row.id),
+      );
+    expect(await queued(few)).toHaveLength(5);
+    // The backlog's share is its oldest, so its order holds.
+    const oldest = long.map((row) => Number(row.id)).sort((a, b) => a - b).slice(0, 500);
+    expect(await queued(long)).toEqual(oldest);
+    await waitFor(async () => (receiver.callsTo('/few').length === 5 ? true : undefined), 10_000, "the other webhook's 5 calls");
+  }));

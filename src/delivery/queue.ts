@@ -148,33 +148,56 @@ function selectForHandover(db: Db, where: SQL | undefined, limit: number): Promi
 const SWEEP_LOCK = { space: 0x77677779, key: 1 };
 
 /**
- * The safety net under the dispatcher's own handover: queues the oldest deliveries marked
- * unqueued (Redis was away, a redelivery, a changed limit, a lost queue), up to `limit`. One
- * dispatcher at a time (they all wake on the same NOTIFY; the others are told 'busy'), and in one
- * transaction that claims them (marks them queued), books their throttle slots and adds their
- * jobs: so slots are booked in id order, a failure leaves them unqueued, and a redelivery or a
- * change of the limit that touches them meanwhile waits, then marks them unqueued again.
+ * The safety net under the dispatcher's own handover: queues deliveries marked unqueued (Redis
+ * was away, a redelivery, a changed limit, a lost queue), up to `limit`, each webhook's oldest
+ * first and the webhooks in turns. One dispatcher at a time (they all wake on the same NOTIFY;
+ * the others are told 'busy'), and in one transaction that claims them (marks them queued),
+ * books their throttle slots and adds their jobs: so each webhook's slots are booked in id
+ * order, a failure leaves them unqueued, and a redelivery or a change of the limit that touches
+ * them meanwhile waits, then marks them unqueued again.
  * Returns how many it handed over, or 'busy' while another dispatcher sweeps.
  */
 export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOVER_BATCH): Promise<number | 'busy'> {
   const rows = await db.transaction(async (tx) => {
+    // The claim's row locks are held while it talks to Redis: one that stops answering must not
+    // hold them long. JIT compiling the claim (costed high: the planner cannot know the shares)
+    // would cost more than running it.
     const [lock] = await queryRows<{ taken: boolean }>(
       tx,
-      sql`select pg_try_advisory_xact_lock(${SWEEP_LOCK.space}::int, ${SWEEP_LOCK.key}::int) as taken`,
+      sql`select pg_try_advisory_xact_lock(${SWEEP_LOCK.space}::int, ${SWEEP_LOCK.key}::int) as taken,
+        set_config('idle_in_transaction_session_timeout', '10s', true), set_config('jit', 'off', true)`,
     );
     if (!lock?.taken) return 'busy';
+    // The webhooks with deliveries waiting (one index probe each), then an equal share of each
+    // one's oldest, taken in turns: a webhook's long backlog (a changed limit rebooks it whole)
+    // does not hold back another's few. A share is read from the index on (webhook_id, id) from the
+    // webhook's first entry on (what spills into the next webhook is dropped): asked for by
+    // `webhook_id =`, the planner may walk an index in id order instead, through every other
+    // webhook's backlog. The predicate is the partial index's (UNFINISHED_STATUSES).
     const claimed = await queryRows<{ id: string | number }>(
       tx,
-      sql`update webhook_gateway.deliveries set queued = true
-        where id in (
-          select id from webhook_gateway.deliveries
-          where not queued and status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED') -- UNFINISHED_STATUSES, as the partial index says
-          order by id limit ${limit})
-        returning id`,
+      sql`with recursive waiting(webhook_id) as (
+          (select webhook_id from webhook_gateway.deliveries
+            where not queued and status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED') order by webhook_id limit 1)
+          union all
+          select (select d.webhook_id from webhook_gateway.deliveries d
+            where not d.queued and d.status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED') and d.webhook_id > w.webhook_id
+            order by d.webhook_id limit 1)
+          from waiting w where w.webhook_id is not null),
+        share as (
+          select greatest(1, ceil(${limit}::numeric / count(*)))::int as per_webhook from waiting where webhook_id is not null),
+        picked as (
+          select oldest.id from waiting w cross join share cross join lateral (
+            select d.id, d.webhook_id, row_number() over (order by d.webhook_id, d.id) as turn from webhook_gateway.deliveries d
+            where d.webhook_id >= w.webhook_id and not d.queued and d.status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED')
+            order by d.webhook_id, d.id limit share.per_webhook) oldest
+          where oldest.webhook_id = w.webhook_id
+          order by oldest.turn, oldest.id limit ${limit})
+        update webhook_gateway.deliveries d set queued = true from picked
+        where d.id = picked.id and not d.queued and d.status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED')
+        returning d.id`,
     );
     if (claimed.length === 0) return [];
-    // The claim's row locks are held while it talks to Redis: one that stops answering must not hold them long.
-    await tx.execute(sql`set local idle_in_transaction_session_timeout = '10s'`);
     const rows = await selectForHandover(
       tx,
       inArray(

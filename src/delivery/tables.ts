@@ -35,10 +35,10 @@ export const deliveries = gatewaySchema.table(
   },
   (table) => [
     index('deliveries_message_idx').on(table.messageId),
-    index('deliveries_unqueued_idx').on(table.id).where(sql`not ${table.queued}`),
-    // Whether a webhook has deliveries waiting unqueued: its new ones then wait behind them.
-    index('deliveries_unqueued_webhook_idx')
-      .on(table.webhookId)
+    // The deliveries waiting unqueued, by webhook in creation order: the sweep takes each webhook's
+    // oldest in turn, and a webhook that has some gets its new ones unqueued too, behind them.
+    index('deliveries_unqueued_by_webhook_idx')
+      .on(table.webhookId, table.id)
       .where(sql`not ${table.queued} and ${table.status} in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED')`),
     index('deliveries_unfinished_idx')
       .on(table.id)
