@@ -300,3 +300,29 @@ it('does not let a throttled backlog that came due at once (workers were down) h
     await api.stop();
   }
 });
+
+it("delivers when Redis knows a newer throttle epoch than Postgres (Postgres restored from a backup)", { timeout: 60_000 }, async () => {
+  const gateway = await startTestGateway({ ALLOW_PRIVATE_TARGETS: 'true' });
+  const app = postgres(gateway.databaseUrl, { max: 2, onnotice: () => {} });
+  const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  const receiver = await new Receiver().start();
+  try {
+    const token = await gateway.token();
+    const hook = await createWatchedWebhook(gateway, token, app, { table: 'Restored', urls: [`${receiver.url}/restored`], webhook: { CallThrottling: 5 } });
+    // Postgres is back at epoch 0, while Redis kept epoch 3 from the changes of the limit made after the backup.
+    const [installation] = await app<[{ id: string }]>`select id from webhook_gateway.installation`;
+    await redis.set(`webhook-gateway:${installation.id}:epoch:${hook.Id}`, '3', 'PX', 86_400_000);
+
+    await app`insert into "Restored" select from generate_series(1, 10)`;
+    const rowOf = (call: { body: string }) => (JSON.parse(call.body) as { data: [{ id: number }] }).data[0].id;
+    await waitFor(async () => (new Set(receiver.callsTo('/restored').map(rowOf)).size >= 10 ? true : undefined), 15_000, 'the 10 messages');
+    const [{ epoch }] = await app<[{ epoch: number }]>`select throttle_epoch as epoch from webhook_gateway.webhooks where id = ${hook.Id}`;
+    expect(epoch).toBe(4);
+    expect(maxInWindow(receiver.callsTo('/restored').map((call) => call.at))).toBeLessThanOrEqual(5);
+  } finally {
+    await receiver.stop();
+    redis.disconnect();
+    await app.end();
+    await gateway.stop();
+  }
+});

@@ -3,10 +3,12 @@ import { requirePermission } from '../auth/principal';
 import { OUTBOX_CHANNEL } from '../capture/triggers';
 import type { ServiceContext } from '../context';
 import type { Db } from '../db/database';
+import { postgresError } from '../db/errors';
 import { AppError } from '../errors';
 import { getMessage, type Message } from '../messages/service';
 import { messages } from '../messages/tables';
 import { getWebhook } from '../webhooks/service';
+import { webhooks } from '../webhooks/tables';
 import type { StatusFeed, StatusFilter, StatusSubscription } from './feed';
 import type { DeliveryIdentity } from './status';
 import { deliveries, deliveryAttempts, messageStatusOf, UNFINISHED_STATUSES } from './tables';
@@ -63,6 +65,36 @@ export async function rebookWaitingDeliveries(db: Db, webhookId: string): Promis
     .set({ generation: sql`${deliveries.generation} + 1`, queued: false, updatedAt: new Date() })
     .where(and(eq(deliveries.webhookId, webhookId), inArray(deliveries.status, UNFINISHED_STATUSES)));
   await db.execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`);
+}
+
+/**
+ * Redis knows a newer throttle epoch for the webhook than Postgres, which only a Postgres
+ * restored from a backup (Redis keeping its keys) can make: the permits refuse every slot booked
+ * in Postgres' epoch. The epoch moves past Redis' (a new clock and lines, never used) and the
+ * waiting deliveries are booked afresh in it, as after a change of the limit. The row is locked
+ * as updateWebhook locks it, against a dispatcher batch reading the epoch meanwhile. Returns
+ * whether it moved (false: another worker moved it already, or the webhook is gone).
+ */
+export async function catchUpThrottleEpoch(db: Db, webhookId: string, redisEpoch: number): Promise<boolean> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await db.transaction(async (tx) => {
+        const [row] = await tx
+          .select({ epoch: webhooks.throttleEpoch })
+          .from(webhooks)
+          .where(eq(webhooks.id, webhookId))
+          .for('update');
+        if (!row || row.epoch > redisEpoch) return false;
+        await tx.update(webhooks).set({ throttleEpoch: redisEpoch + 1 }).where(eq(webhooks.id, webhookId));
+        await rebookWaitingDeliveries(tx, webhookId);
+        return true;
+      });
+    } catch (error) {
+      // The rebooking meets the recorder's batches on the deliveries' rows.
+      if (postgresError(error)?.code === '40P01' && attempt < 3) continue;
+      throw error;
+    }
+  }
 }
 
 /** Sends a message again to every URL of its webhook. */

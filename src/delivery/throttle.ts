@@ -304,6 +304,11 @@ export class Throttle {
     return slot;
   }
 
+  /** The webhook's newest throttle epoch Redis knows of (0 if none). */
+  async epochOf(webhookId: string): Promise<number> {
+    return Number((await this.redis.get(this.epochKey(webhookId))) ?? 0);
+  }
+
   // Each throttle epoch has its own clock and lines (epoch 0 keeps the keys from before epochs).
   private epochKey = (webhookId: string) => `${this.prefix}:epoch:${webhookId}`;
   private slotKey = (webhookId: string, epoch: number) => `${this.prefix}:slot:${webhookId}${epoch ? `:e${epoch}` : ''}`;

@@ -8,6 +8,7 @@ import type { Metrics } from '../server/metrics';
 import { USER_AGENT } from '../version';
 import { DeliveryLoader, type DeliveryWork } from './loader';
 import { DELIVERY_QUEUE, deliveryJobData, type DeliveryJobData } from './queue';
+import { catchUpThrottleEpoch } from './service';
 import { AttemptRecorder, type AttemptOutcome } from './recorder';
 import { decideRetry, parseRetryAfter } from './retry';
 import { Sender, type SendResult } from './sender';
@@ -228,6 +229,22 @@ export class DeliveryWorker {
     if (!current || current.generation !== data.generation || FINAL_STATUSES.includes(current.status)) {
       await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
       return undefined;
+    }
+    // Refused in the epoch Postgres holds current, read after the refusal: Redis knows a newer one
+    // than Postgres (restored from a backup). Booking again in it would be refused for as long as
+    // Redis keeps its epoch, so the epoch moves past Redis', rebooking this delivery too.
+    if (current.throttleEpoch === data.slot.epoch) {
+      const redisEpoch = await this.throttle.epochOf(current.webhookId);
+      if (redisEpoch > current.throttleEpoch) {
+        if (await catchUpThrottleEpoch(this.options.db, current.webhookId, redisEpoch)) {
+          this.options.log.warn(
+            { webhookId: current.webhookId, epoch: current.throttleEpoch, redisEpoch },
+            "throttle epoch behind Redis' (Postgres restored from a backup?): moved past it, the waiting deliveries booked afresh",
+          );
+        }
+        await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
+        return undefined;
+      }
     }
     return this.bookAgain(job, token, data, current);
   }
