@@ -170,6 +170,7 @@ it('removes the jobs a change of the limit superseded, so that they do not wait 
 
 it("hands a webhook's few unqueued deliveries over in the first page, not behind another webhook's long backlog", () =>
   harness(async ({ app, receiver, handover, db, webhook, deliveries }) => {
+    expect(await queueDeliveries(db, handover, 1000)).toBe(0); // nothing waiting yet
     const throttled = await webhook('/long', { CallThrottling: 1 });
     const long = await deliveries(throttled, '/long', 3000, { status: 'QUEUED', attempts: 0, queued: false });
     const other = await webhook('/few');

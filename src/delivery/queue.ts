@@ -185,7 +185,7 @@ export async function queueDeliveries(db: Db, handover: Handover, limit = HANDOV
             order by d.webhook_id limit 1)
           from waiting w where w.webhook_id is not null),
         share as (
-          select greatest(1, ceil(${limit}::numeric / count(*)))::int as per_webhook from waiting where webhook_id is not null),
+          select greatest(1, ceil(${limit}::numeric / nullif(count(*), 0)))::int as per_webhook from waiting where webhook_id is not null),
         picked as (
           select oldest.id from waiting w cross join share cross join lateral (
             select d.id, d.webhook_id, row_number() over (order by d.webhook_id, d.id) as turn from webhook_gateway.deliveries d
