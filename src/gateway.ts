@@ -64,9 +64,18 @@ function listen(server: Server, port: number): Promise<AddressInfo> {
   });
 }
 
+/** How long a stop lets HTTP requests in flight finish before it closes their connections. */
+const REQUEST_GRACE_MS = 10_000;
+
+/** Takes no new connections, closes the idle ones, and the rest once their requests end (or the grace runs out). */
 function closeServer(server: Server): Promise<void> {
   return new Promise((resolve) => {
-    server.close(() => resolve());
+    // A client that stalls mid-request must not hold the stop until the process' hard deadline.
+    const cutOff = setTimeout(() => server.closeAllConnections(), REQUEST_GRACE_MS);
+    server.close(() => {
+      clearTimeout(cutOff);
+      resolve();
+    });
     server.closeIdleConnections();
   });
 }

@@ -1,7 +1,9 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { connect } from 'node:net';
 import { expect, it } from 'vitest';
 import { createTestDatabase } from './support/gateway';
+import { spawnGateway } from './support/process';
 
 it('starts as a process, prints where it listens and the first credentials, and stops cleanly on SIGTERM', async () => {
   const database = await createTestDatabase();
@@ -34,6 +36,30 @@ it('starts as a process, prints where it listens and the first credentials, and 
     expect(output).not.toMatch(/"level":(50|60)/); // no error or fatal log lines
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
+    await database.drop();
+  }
+});
+
+it('stops on SIGTERM while a client stalls in the middle of a request: its connection is closed after a grace', { timeout: 60_000 }, async () => {
+  const database = await createTestDatabase();
+  const gateway = await spawnGateway({ DATABASE_URL: database.url });
+  try {
+    const { port } = new URL(/listening on (http:\/\/\S+)/.exec(gateway.output())![1]!);
+    // Headers complete, the body promised and never sent: the request stays in flight.
+    const client = connect(Number(port), '127.0.0.1');
+    await once(client, 'connect');
+    client.write('POST /oauth/token HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=');
+    const closed = once(client, 'close');
+    client.on('error', () => {});
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
+    gateway.child.kill('SIGTERM');
+    const [code] = await once(gateway.child, 'exit');
+    // Before the grace, the process waited for the request until its hard deadline and exited with 1.
+    expect(code).toBe(0);
+    await closed;
+  } finally {
+    await gateway.kill();
     await database.drop();
   }
 });
