@@ -4,6 +4,7 @@ import { connect } from 'node:net';
 import { expect, it } from 'vitest';
 import { createTestDatabase } from './support/gateway';
 import { spawnGateway } from './support/process';
+import { waitFor } from './support/wait';
 
 it('starts as a process, prints where it listens and the first credentials, and stops cleanly on SIGTERM', async () => {
   const database = await createTestDatabase();
@@ -45,13 +46,17 @@ it('stops on SIGTERM while a client stalls in the middle of a request: its conne
   const gateway = await spawnGateway({ DATABASE_URL: database.url });
   try {
     const { port } = new URL(/listening on (http:\/\/\S+)/.exec(gateway.output())![1]!);
-    // Headers complete, the body promised and never sent: the request stays in flight.
+    // Headers complete, the body promised and never sent: the request stays in flight. The
+    // server's "100 Continue" says it took the request up (an idle connection would just be closed).
     const client = connect(Number(port), '127.0.0.1');
-    await once(client, 'connect');
-    client.write('POST /oauth/token HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=');
-    const closed = once(client, 'close');
     client.on('error', () => {});
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    const closed = once(client, 'close');
+    await once(client, 'connect');
+    let answer = '';
+    client.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+    client.write('POST /oauth/token HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n');
+    await waitFor(async () => (answer.includes('100 Continue') ? true : undefined), 5000, 'the server to take the request up');
+    client.write('grant_type=');
 
     gateway.child.kill('SIGTERM');
     const [code] = await once(gateway.child, 'exit');

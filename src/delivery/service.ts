@@ -71,11 +71,12 @@ export async function rebookWaitingDeliveries(db: Db, webhookId: string): Promis
  * Redis knows a newer throttle epoch for the webhook than Postgres, which only a Postgres
  * restored from a backup (Redis keeping its keys) can make: the permits refuse every slot booked
  * in Postgres' epoch. The epoch moves past Redis' (a new clock and lines, never used) and the
- * waiting deliveries are booked afresh in it, as after a change of the limit. The row is locked
- * as updateWebhook locks it, against a dispatcher batch reading the epoch meanwhile. Returns
- * whether it moved (false: another worker moved it already, or the webhook is gone).
+ * waiting deliveries are booked afresh in it, as after a change of the limit; the row is locked
+ * as updateWebhook locks it, against a dispatcher batch reading the epoch meanwhile. Only from
+ * `seenEpoch`, the one the refused caller read as current: if it moved since, whoever moved it
+ * rebooked the caller's delivery too. Returns whether it moved.
  */
-export async function catchUpThrottleEpoch(db: Db, webhookId: string, redisEpoch: number): Promise<boolean> {
+export async function catchUpThrottleEpoch(db: Db, webhookId: string, seenEpoch: number, redisEpoch: number): Promise<boolean> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await db.transaction(async (tx) => {
@@ -84,13 +85,14 @@ export async function catchUpThrottleEpoch(db: Db, webhookId: string, redisEpoch
           .from(webhooks)
           .where(eq(webhooks.id, webhookId))
           .for('update');
-        if (!row || row.epoch > redisEpoch) return false;
+        if (!row || row.epoch !== seenEpoch || row.epoch >= redisEpoch) return false;
         await tx.update(webhooks).set({ throttleEpoch: redisEpoch + 1 }).where(eq(webhooks.id, webhookId));
         await rebookWaitingDeliveries(tx, webhookId);
         return true;
       });
     } catch (error) {
-      // The rebooking meets the recorder's batches on the deliveries' rows.
+      // The attempt recorder locks deliveries, then (its counts' foreign key) the webhook's row:
+      // the order opposite to this one's.
       if (postgresError(error)?.code === '40P01' && attempt < 3) continue;
       throw error;
     }

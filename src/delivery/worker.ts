@@ -62,6 +62,8 @@ export class DeliveryWorker {
   private readonly urlSlots = new UrlSlots(PER_URL_CONCURRENCY, URL_STALL_MS);
   /** The jobs being run, so that a stop can wait for their attempts to be recorded. */
   private readonly running = new Set<Promise<void>>();
+  /** Throttle epochs being moved past Redis', by webhook. */
+  private readonly catchingUp = new Map<string, Promise<void>>();
 
   constructor(private readonly options: DeliveryWorkerOptions) {
     const { config, db, log } = options;
@@ -236,17 +238,31 @@ export class DeliveryWorker {
     if (current.throttleEpoch === data.slot.epoch) {
       const redisEpoch = await this.throttle.epochOf(current.webhookId);
       if (redisEpoch > current.throttleEpoch) {
-        if (await catchUpThrottleEpoch(this.options.db, current.webhookId, redisEpoch)) {
-          this.options.log.warn(
-            { webhookId: current.webhookId, epoch: current.throttleEpoch, redisEpoch },
-            "throttle epoch behind Redis' (Postgres restored from a backup?): moved past it, the waiting deliveries booked afresh",
-          );
-        }
+        await this.catchUpEpoch(current.webhookId, current.throttleEpoch, redisEpoch);
         await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
         return undefined;
       }
     }
     return this.bookAgain(job, token, data, current);
+  }
+
+  /** One catch-up per webhook at a time in this process: the webhook's other refused jobs wait for it, not for its row lock. */
+  private catchUpEpoch(webhookId: string, seenEpoch: number, redisEpoch: number): Promise<void> {
+    let catchingUp = this.catchingUp.get(webhookId);
+    if (!catchingUp) {
+      catchingUp = catchUpThrottleEpoch(this.options.db, webhookId, seenEpoch, redisEpoch)
+        .then((moved) => {
+          if (moved) {
+            this.options.log.warn(
+              { webhookId, epoch: seenEpoch, redisEpoch },
+              "throttle epoch behind Redis' (Postgres restored from a backup?): moved past it, the waiting deliveries booked afresh",
+            );
+          }
+        })
+        .finally(() => this.catchingUp.delete(webhookId));
+      this.catchingUp.set(webhookId, catchingUp);
+    }
+    return catchingUp;
   }
 
   /**
