@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { Redis } from 'ioredis';
 import { expect, it } from 'vitest';
-import { createDeliveryQueue, deliveryJobId, queueDeliveries, requeueStale, type Handover } from '../src/delivery/queue';
+import { createDeliveryQueue, deliveryJobId, holdSweeps, queueDeliveries, requeueStale, type Handover } from '../src/delivery/queue';
 import { StatusPublisher, statusChannel } from '../src/delivery/status';
 import { Throttle } from '../src/delivery/throttle';
 import { createLogger } from '../src/logger';
@@ -186,4 +186,34 @@ it("hands a webhook's few unqueued deliveries over in the first page, not behind
     const oldest = long.map((row) => Number(row.id)).sort((a, b) => a - b).slice(0, 500);
     expect(await queued(long)).toEqual(oldest);
     await waitFor(async () => (receiver.callsTo('/few').length === 5 ? true : undefined), 10_000, "the other webhook's 5 calls");
+  }));
+
+it('makes a change of the limit wait for a sweep in progress, and only a change of the limit', () =>
+  harness(async ({ gw, db, webhook }) => {
+    const hook = await webhook('/held', { CallThrottling: 1 });
+    const token = await gw.token();
+    // A sweep in progress holds the sweeps' lock until it commits; this transaction holds it as long as the test says.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let holding!: () => void;
+    const held = new Promise<void>((resolve) => (holding = resolve));
+    const sweep = db.transaction(async (tx) => {
+      await holdSweeps(tx);
+      holding();
+      await released;
+    });
+    await held;
+    try {
+      const renamed = await gw.request('PUT', `/v2/outgoingWebhooks/${hook.Id}`, { token, body: { Name: 'Renamed while sweeping' } });
+      expect(renamed.status).toBe(200);
+      let done = false;
+      const change = gw.request('PUT', `/v2/outgoingWebhooks/${hook.Id}`, { token, body: { CallThrottling: 5 } }).finally(() => (done = true));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(done).toBe(false); // it would unqueue deliveries the sweep may be claiming: it waits
+      release();
+      expect((await change).status).toBe(200);
+    } finally {
+      release();
+      await sweep;
+    }
   }));

@@ -148,6 +148,16 @@ function selectForHandover(db: Db, where: SQL | undefined, limit: number): Promi
 const SWEEP_LOCK = { space: 0x77677779, key: 1 };
 
 /**
+ * Waits for a sweep in progress and keeps others off until the transaction ends. Taken by a
+ * change that unqueues a webhook's waiting deliveries (rebookWaitingDeliveries), before its lock
+ * on the webhook's row: a sweep claiming from a snapshot taken before that change committed
+ * would book the later ones it saw ahead of the earlier ones the change unqueued.
+ */
+export async function holdSweeps(db: Db): Promise<void> {
+  await db.execute(sql`select pg_advisory_xact_lock(${SWEEP_LOCK.space}::int, ${SWEEP_LOCK.key}::int)`);
+}
+
+/**
  * The safety net under the dispatcher's own handover: queues deliveries marked unqueued (Redis
  * was away, a redelivery, a changed limit, a lost queue), up to `limit`, each webhook's oldest
  * first and the webhooks in turns. One dispatcher at a time (they all wake on the same NOTIFY;

@@ -8,6 +8,7 @@ import { AppError } from '../errors';
 import { getMessage, type Message } from '../messages/service';
 import { messages } from '../messages/tables';
 import { getWebhook } from '../webhooks/service';
+import { holdSweeps } from './queue';
 import { webhooks } from '../webhooks/tables';
 import type { StatusFeed, StatusFilter, StatusSubscription } from './feed';
 import type { DeliveryIdentity } from './status';
@@ -54,7 +55,7 @@ async function requeue(db: Db, messageIds: string[], where?: ReturnType<typeof a
 
 /**
  * After a change of the webhook's CallThrottling (in the same transaction, which also bumps its
- * throttle epoch): its waiting deliveries, retries included, get a new generation and are marked
+ * throttle epoch, and holds sweeps off: see holdSweeps): its waiting deliveries, retries included, get a new generation and are marked
  * unqueued, so that the dispatcher books them afresh, in order, on the new epoch's clock (and
  * removes their old jobs, booked on the old limit's clock, a backlog's far into the future). A
  * call under way meanwhile may be made twice (at least once; both attempts are logged).
@@ -80,6 +81,7 @@ export async function catchUpThrottleEpoch(db: Db, webhookId: string, seenEpoch:
   for (let attempt = 1; ; attempt++) {
     try {
       return await db.transaction(async (tx) => {
+        await holdSweeps(tx);
         const [row] = await tx
           .select({ epoch: webhooks.throttleEpoch })
           .from(webhooks)

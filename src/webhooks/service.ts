@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { displayName, hasPermission, requirePermission } from '../auth/principal';
 import { syncCaptureTriggers } from '../capture/triggers';
 import type { ServiceContext } from '../context';
+import { holdSweeps } from '../delivery/queue';
 import { rebookWaitingDeliveries, unfinishedDeliveries } from '../delivery/service';
 import { statusEvent } from '../delivery/status';
 import type { Db } from '../db/database';
@@ -204,6 +205,8 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
   for (let attempt = 1; ; attempt++) {
     try {
       return await ctx.db.transaction(async (tx) => {
+        // A change of the limit rebooks the waiting deliveries; the sweep's lock goes first.
+        if (fields.callThrottling !== undefined) await holdSweeps(tx);
         const [current] = await tx
           .select({ callThrottling: webhooks.callThrottling })
           .from(webhooks)
