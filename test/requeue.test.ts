@@ -217,3 +217,25 @@ it('makes a change of the limit wait for a sweep in progress, and only a change 
       await sweep;
     }
   }));
+
+it('takes waiting webhooks in turns, each one oldest first, when a page cannot hold them all', () =>
+  harness(async ({ app, handover, db, webhook, deliveries }) => {
+    const made: number[][] = [];
+    for (const path of ['/a', '/b', '/c']) {
+      const hook = await webhook(path, { CallThrottling: 1 });
+      made.push((await deliveries(hook, path, 5, { status: 'QUEUED', attempts: 0, queued: false })).map((row) => Number(row.id)).sort((x, y) => x - y));
+    }
+    const [a, b, c] = made as [number[], number[], number[]];
+    const queuedIds = async () =>
+      (await app<{ id: string }[]>`select id from webhook_gateway.deliveries where queued order by id`).map((row) => Number(row.id));
+    // Pages of 4 among 3 webhooks: each one's oldest, then the oldest of the second turn (a's, made first).
+    expect(await queueDeliveries(db, handover, 4)).toBe(4);
+    expect(await queuedIds()).toEqual([a[0], a[1], b[0], c[0]]);
+    expect(await queueDeliveries(db, handover, 4)).toBe(4);
+    expect(await queuedIds()).toEqual([a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1]]);
+    // Until none waits: 15 in all, each webhook's in id order.
+    let handed = 8;
+    for (let count = await queueDeliveries(db, handover, 4); count !== 0; count = await queueDeliveries(db, handover, 4)) handed += Number(count);
+    expect(handed).toBe(15);
+    expect(await queuedIds()).toEqual([...a, ...b, ...c]);
+  }));
