@@ -8,9 +8,9 @@ import { AppError } from '../errors';
 import { getMessage, type Message } from '../messages/service';
 import { messages } from '../messages/tables';
 import { getWebhook } from '../webhooks/service';
-import { holdSweeps } from './queue';
 import { webhooks } from '../webhooks/tables';
 import type { StatusFeed, StatusFilter, StatusSubscription } from './feed';
+import { holdSweeps } from './queue';
 import type { DeliveryIdentity } from './status';
 import { deliveries, deliveryAttempts, messageStatusOf, UNFINISHED_STATUSES } from './tables';
 
@@ -55,10 +55,11 @@ async function requeue(db: Db, messageIds: string[], where?: ReturnType<typeof a
 
 /**
  * After a change of the webhook's CallThrottling (in the same transaction, which also bumps its
- * throttle epoch, and holds sweeps off: see holdSweeps): its waiting deliveries, retries included, get a new generation and are marked
- * unqueued, so that the dispatcher books them afresh, in order, on the new epoch's clock (and
- * removes their old jobs, booked on the old limit's clock, a backlog's far into the future). A
- * call under way meanwhile may be made twice (at least once; both attempts are logged).
+ * throttle epoch and holds sweeps off, see holdSweeps): its waiting deliveries, retries
+ * included, get a new generation and are marked unqueued, so that the dispatcher books them
+ * afresh, in order, on the new epoch's clock (and removes their old jobs, booked on the old
+ * limit's clock, a backlog's far into the future). A call under way meanwhile may be made twice
+ * (at least once; both attempts are logged).
  */
 export async function rebookWaitingDeliveries(db: Db, webhookId: string): Promise<void> {
   await db
