@@ -75,6 +75,17 @@ it('runs on the embedded database when DATABASE_URL is unset, serves it to other
         return message?.succeeded ? message : undefined;
       }, 10_000, 'the message to be settled');
       expect(recorded.attempts).toBe(1);
+
+      // A change of the limit (which rebooks the waiting deliveries) works there too, and the next row goes out under it.
+      const changed = await fetch(`${gateway.url}/v2/outgoingWebhooks/${hook.body.Id}`, {
+        method: 'PUT',
+        headers,
+        body: JSON.stringify({ CallThrottling: 5 }),
+      });
+      expect(changed.status).toBe(200);
+      await client`insert into embedded_orders (item) values ('coffee')`;
+      const next = await waitFor(async () => receiver.calls.find((received) => received.body.includes('coffee')), 20_000, 'the delivery after the change');
+      expect(JSON.parse(next.body).data).toEqual([{ id: 2, item: 'coffee' }]);
     } finally {
       await client.end();
     }
