@@ -3,7 +3,7 @@ import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { Agent, request } from 'undici';
-import { createBenchDatabase, formatRate, printTable, spawnGateway, startBenchGateway } from './support';
+import { cpuSecondsOf, createBenchDatabase, formatRate, pidsNamed, printTable, spawnGateway, startBenchGateway } from './support';
 
 const RAW_JOBS = 20_000;
 /** Run first and not counted, in (a) and (b) alike: the measured runs start with compiled code and open connections. */
@@ -16,6 +16,7 @@ const LONG_RUN = Number(process.env.BENCH_LONG_MESSAGES ?? 200_000);
 
 interface ReceiverProcess {
   url: string;
+  pid: number;
   stats(latencies?: boolean): Promise<{ count: number; latencies?: number[] }>;
   reset(): Promise<void>;
   stop(): void;
@@ -31,6 +32,7 @@ async function startReceiver(): Promise<ReceiverProcess> {
   );
   return {
     url,
+    pid: child.pid!,
     stats: async (latencies = false) => (await fetch(`${url}/stats${latencies ? '?latencies=1' : ''}`)).json(),
     reset: async () => void (await fetch(`${url}/reset`, { method: 'POST' })),
     stop: () => child.kill(),
@@ -105,6 +107,37 @@ async function latencyStages(app: postgres.Sql): Promise<Record<'toMessage' | 't
   return { toMessage: format(row!.to_message), toAttempt: format(row!.to_attempt), call: format(row!.call) };
 }
 
+/** Processes by role, for where a row's CPU goes; 'bench' is this process (the raw ceiling's producer and worker, the inserts, the API). */
+type CpuGroups = Record<string, () => number[]>;
+
+/** Runs `run` and returns the CPU each group of processes used meanwhile, in µs per row. */
+async function cpuPerRow<T>(groups: CpuGroups, rows: number, run: () => Promise<T>): Promise<{ result: T; perRow: Record<string, number> }> {
+  const pids = Object.fromEntries(Object.entries(groups).map(([name, list]) => [name, list()]));
+  const used = () =>
+    Object.fromEntries(
+      Object.entries(pids).map(([name, list]) => {
+        if (name !== 'bench') return [name, cpuSecondsOf(list)];
+        const { user, system } = process.cpuUsage();
+        return [name, (user + system) / 1e6];
+      }),
+    );
+  const before = used();
+  const result = await run();
+  const after = used();
+  return { result, perRow: Object.fromEntries(Object.keys(pids).map((name) => [name, ((after[name]! - before[name]!) / rows) * 1e6])) };
+}
+
+/** "total 465: worker 180, Postgres 100, …", the mean of the rounds, largest first (below 1 µs left out). */
+function describeCpu(rounds: Record<string, number>[]): string {
+  const mean = Object.fromEntries(Object.keys(rounds[0]!).map((name) => [name, rounds.reduce((sum, round) => sum + round[name]!, 0) / rounds.length]));
+  const total = Object.values(mean).reduce((sum, value) => sum + value, 0);
+  const parts = Object.entries(mean)
+    .filter(([, value]) => value >= 1)
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, value]) => `${name} ${Math.round(value)}`);
+  return `total ${Math.round(total)}: ${parts.join(', ')}`;
+}
+
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 
 /**
@@ -148,9 +181,23 @@ export async function benchDelivery(): Promise<void> {
     await deliver(WARM_UP, 'warm-up');
     const rawRates: number[] = [];
     const endToEndRates: number[] = [];
+    const groups: CpuGroups = {
+      bench: () => [process.pid],
+      worker: () => [worker.child.pid!],
+      dispatcher: () => [dispatcher.child.pid!],
+      Postgres: () => pidsNamed('postgres'),
+      Redis: () => pidsNamed('redis-server'),
+      receiver: () => [receiver.pid],
+    };
+    const rawCpu: Record<string, number>[] = [];
+    const endToEndCpu: Record<string, number>[] = [];
     for (let round = 0; round < ROUNDS; round++) {
-      rawRates.push(await raw.run(RAW_JOBS));
-      endToEndRates.push(await deliver(E2E_ROWS, 'item'));
+      const rawRound = await cpuPerRow(groups, RAW_JOBS, () => raw.run(RAW_JOBS));
+      rawRates.push(rawRound.result);
+      rawCpu.push(rawRound.perRow);
+      const endToEndRound = await cpuPerRow(groups, E2E_ROWS, () => deliver(E2E_ROWS, 'item'));
+      endToEndRates.push(endToEndRound.result);
+      endToEndCpu.push(endToEndRound.perRow);
     }
     await raw.close();
     const mean = (rates: number[]) => rates.reduce((sum, rate) => sum + rate, 0) / rates.length;
@@ -178,6 +225,8 @@ export async function benchDelivery(): Promise<void> {
       [`(d) commit -> receipt at ${STEADY_RATE}/s: p50`, `${percentile(latencies, 50)} ms`, ''],
       [`(d) commit -> receipt at ${STEADY_RATE}/s: p99`, `${percentile(latencies, 99)} ms`, '<= 250 ms'],
     ]);
+    // Both are bound by the machine's CPU (its two cores are 85-90% busy in either), so b/a is about the ratio of these totals.
+    console.log(`CPU per row in µs, by process (Linux /proc): (a) ${describeCpu(rawCpu)}; (b) ${describeCpu(endToEndCpu)}`);
     console.log(
       `where (d) goes, p50/p99 in ms: commit -> message written (dispatcher) ${stages.toMessage}; ` +
         `message -> call made (handover, queue, load, throttle) ${stages.toAttempt}; call itself ${stages.call}`,

@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { loadConfig } from '../src/config';
 import { startGateway, type Gateway } from '../src/gateway';
 import { createLogger } from '../src/logger';
@@ -56,3 +57,39 @@ export function printTable(rows: (string | number)[][]): void {
   for (const row of rows) console.log(row.map((cell, column) => String(cell).padEnd(widths[column]!)).join('  '));
 }
 
+
+/** The CPU time (user + system, seconds) the processes have used, from /proc; 0 where it cannot be read. */
+export function cpuSecondsOf(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // gone, or no /proc (not Linux)
+    }
+  }
+  return ticks / CLOCK_TICKS_PER_SECOND;
+}
+
+/** /proc counts CPU time in clock ticks, 100 a second on Linux whatever the kernel's own timer. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** The processes whose command name starts so (the Postgres server and its backends, Redis). */
+export function pidsNamed(name: string): number[] {
+  try {
+    return readdirSync('/proc')
+      .filter((entry) => /^\d+$/.test(entry))
+      .map(Number)
+      .filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith(name);
+        } catch {
+          return false;
+        }
+      });
+  } catch {
+    return [];
+  }
+}
