@@ -42,39 +42,48 @@ return result
 // order. Calls whose slots were booked in an older throttle epoch than the webhook's newest
 // (KEYS[2]) are refused: the limit changed, and their deliveries were booked afresh. Then the
 // line: a call whose predecessors to the same URL (KEYS[3..], its index in ARGV) have not all
-// gone waits for them, unless it need not (it did not queue for its slot, or it is overdue,
-// since a predecessor that is gone or stuck must not hold the line). Then the window: a log of
-// the calls of the last window (KEYS[1]); a call is allowed while fewer than `limit` are in it,
-// else the answer is how long until the oldest leaves. ARGV: limit, window, the lines' time to
-// live, the calls' epoch, then per call: line index, ticket, may overtake (1/0), log member.
-// Returns per call 0 (allowed, and counted), -1 (in line), -2 (superseded) or the ms to wait.
+// gone, or whose predecessor went less than `gap` ms ago (calls that woke late together would
+// otherwise leave at the same instant and race on their connections), waits for them, unless
+// it need not (it did not queue for its slot, or it is overdue, since a predecessor that is
+// gone or stuck must not hold the line). Then the window: a log of the calls of the last window
+// (KEYS[1]); a call is allowed while fewer than `limit` are in it, else the answer is how long
+// until the oldest leaves. ARGV: limit, window, the lines' time to live, the calls' epoch, gap,
+// then per call: line index, ticket, may overtake (1/0), log member. Returns per call 0
+// (allowed, and counted), -1 (in line), -2 (superseded) or the ms to wait.
 const ACQUIRE_PERMITS = `
 if tonumber(ARGV[4]) < tonumber(redis.call('GET', KEYS[2]) or '0') then
   local superseded = {}
-  for i = 5, #ARGV, 4 do superseded[#superseded + 1] = -2 end
+  for i = 6, #ARGV, 4 do superseded[#superseded + 1] = -2 end
   return superseded
 end
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local gap = tonumber(ARGV[5])
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
 local counted = count
 local served = {}
+local went = {}
 local moved = {}
 local result = {}
-for i = 5, #ARGV, 4 do
+for i = 6, #ARGV, 4 do
   local line = tonumber(ARGV[i]) + 2
   local ticket = tonumber(ARGV[i + 1])
-  if served[line] == nil then served[line] = tonumber(redis.call('HGET', KEYS[line], 'served') or '0') end
-  if ticket > 0 and ARGV[i + 2] == '0' and ticket > served[line] + 1 then
+  if served[line] == nil then
+    local state = redis.call('HMGET', KEYS[line], 'served', 'at')
+    served[line] = tonumber(state[1] or '0')
+    went[line] = tonumber(state[2] or '0')
+  end
+  if ticket > 0 and ARGV[i + 2] == '0' and (ticket > served[line] + 1 or now - went[line] < gap) then
     result[#result + 1] = -1
   elseif count < limit then
     redis.call('ZADD', KEYS[1], now, ARGV[i + 3])
     count = count + 1
     if ticket > served[line] then
       served[line] = ticket
+      went[line] = now
       moved[line] = true
     end
     result[#result + 1] = 0
@@ -85,7 +94,7 @@ for i = 5, #ARGV, 4 do
 end
 if count > counted then redis.call('PEXPIRE', KEYS[1], window) end
 for line in pairs(moved) do
-  redis.call('HSET', KEYS[line], 'served', served[line])
+  redis.call('HSET', KEYS[line], 'served', served[line], 'at', went[line])
   redis.call('PEXPIRE', KEYS[line], ARGV[3])
 end
 return result
@@ -269,6 +278,7 @@ export class Throttle {
         window,
         LINE_TTL_MS,
         epoch,
+        this.lineGap(limit),
         ...perCall,
       );
     }
@@ -315,4 +325,6 @@ export class Throttle {
   private lineKey = (webhookId: string, epoch: number, url: string) => `${this.prefix}:line:${webhookId}:${epoch ? `e${epoch}:` : ''}${url}`;
   /** Microseconds between slots. */
   private slotInterval = (limit: number) => Math.ceil((Throttle.WINDOW_MS * 1000 * (1 + Throttle.MARGIN)) / limit);
+  /** The least time (ms) between two calls in a URL's line: half a slot, so that the limit, not the gap, sets the pace. */
+  private lineGap = (limit: number) => Math.floor(this.slotInterval(limit) / 2000);
 }
