@@ -27,3 +27,14 @@ const CONNECTION_CODES = /^(CONNECTION_|CONNECT_TIMEOUT$|ECONNREFUSED$|ECONNRESE
 export function isConnectionError(error: unknown): boolean {
   return withState(error, (code) => CONNECTION_CODES.test(code)) !== undefined;
 }
+
+/** Runs the transaction again, up to `attempts` times in all, while Postgres breaks a deadlock by aborting it (SQLSTATE 40P01). */
+export async function retryOnDeadlock<T>(transaction: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await transaction();
+    } catch (error) {
+      if (postgresError(error)?.code !== '40P01' || attempt >= attempts) throw error;
+    }
+  }
+}

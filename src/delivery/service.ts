@@ -3,7 +3,7 @@ import { requirePermission } from '../auth/principal';
 import { OUTBOX_CHANNEL } from '../capture/triggers';
 import type { ServiceContext } from '../context';
 import type { Db } from '../db/database';
-import { postgresError } from '../db/errors';
+import { retryOnDeadlock } from '../db/errors';
 import { AppError } from '../errors';
 import { getMessage, type Message } from '../messages/service';
 import { messages } from '../messages/tables';
@@ -79,27 +79,18 @@ export async function rebookWaitingDeliveries(db: Db, webhookId: string): Promis
  * rebooked the caller's delivery too. Returns whether it moved.
  */
 export async function catchUpThrottleEpoch(db: Db, webhookId: string, seenEpoch: number, redisEpoch: number): Promise<boolean> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await db.transaction(async (tx) => {
-        await holdSweeps(tx);
-        const [row] = await tx
-          .select({ epoch: webhooks.throttleEpoch })
-          .from(webhooks)
-          .where(eq(webhooks.id, webhookId))
-          .for('update');
-        if (!row || row.epoch !== seenEpoch || row.epoch >= redisEpoch) return false;
-        await tx.update(webhooks).set({ throttleEpoch: redisEpoch + 1 }).where(eq(webhooks.id, webhookId));
-        await rebookWaitingDeliveries(tx, webhookId);
-        return true;
-      });
-    } catch (error) {
-      // The attempt recorder locks deliveries, then (its counts' foreign key) the webhook's row:
-      // the order opposite to this one's.
-      if (postgresError(error)?.code === '40P01' && attempt < 3) continue;
-      throw error;
-    }
-  }
+  // The attempt recorder locks deliveries, then (its counts' foreign key) the webhook's row: the
+  // order opposite to this one's.
+  return retryOnDeadlock(() =>
+    db.transaction(async (tx) => {
+      await holdSweeps(tx);
+      const [row] = await tx.select({ epoch: webhooks.throttleEpoch }).from(webhooks).where(eq(webhooks.id, webhookId)).for('update');
+      if (!row || row.epoch !== seenEpoch || row.epoch >= redisEpoch) return false;
+      await tx.update(webhooks).set({ throttleEpoch: redisEpoch + 1 }).where(eq(webhooks.id, webhookId));
+      await rebookWaitingDeliveries(tx, webhookId);
+      return true;
+    }),
+  );
 }
 
 /** Sends a message again to every URL of its webhook. */

@@ -7,7 +7,7 @@ import { holdSweeps } from '../delivery/queue';
 import { rebookWaitingDeliveries, unfinishedDeliveries } from '../delivery/service';
 import { statusEvent } from '../delivery/status';
 import type { Db } from '../db/database';
-import { postgresError, violatedUniqueConstraint } from '../db/errors';
+import { retryOnDeadlock, violatedUniqueConstraint } from '../db/errors';
 import { newShortId } from '../db/ids';
 import { badInput, notFound } from '../errors';
 import { webhookEvents } from '../events/tables';
@@ -202,9 +202,11 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
   const fields = parseInput(updateSchema(ctx), input);
   const outgoingUrls = fields.outgoingUrls && (await checkOutgoingUrls(ctx, fields.outgoingUrls));
   const limitInForce = (callThrottling: number) => Math.min(callThrottling, ctx.config.callThrottlingMax);
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await ctx.db.transaction(async (tx) => {
+  try {
+    // Rebooking the waiting deliveries can meet the attempt recorder, which locks deliveries and
+    // then (adding to a new hour's count) the webhook's row: the order opposite to this one.
+    return await retryOnDeadlock(() =>
+      ctx.db.transaction(async (tx) => {
         // A change of the limit rebooks the waiting deliveries; the sweep's lock goes first.
         if (fields.callThrottling !== undefined) await holdSweeps(tx);
         const [current] = await tx
@@ -239,13 +241,10 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
           await syncCaptureTriggers(tx, ctx.config.watchedSchema);
         }
         return loadWebhook(ctx, tx, id);
-      });
-    } catch (error) {
-      // Rebooking the waiting deliveries can meet the attempt recorder, which locks deliveries and
-      // then (adding to a new hour's count) the webhook's row: the order opposite to this one.
-      if (postgresError(error)?.code === '40P01' && attempt < 3) continue;
-      explainConflict(error, fields.name);
-    }
+      }),
+    );
+  } catch (error) {
+    explainConflict(error, fields.name);
   }
 }
 
