@@ -1,0 +1,94 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RESPONSE_BODY_LIMIT, Sender } from '../src/delivery/sender';
+
+/** A receiver whose answer each path scripts; it counts the requests each path got. */
+let server: Server;
+let base: string;
+const received = new Map<string, number>();
+const routes: Record<string, (request: IncomingMessage, response: ServerResponse) => void> = {
+  '/redirect': (_request, response) => response.writeHead(302, { location: '/target' }).end(),
+  '/target': (_request, response) => response.writeHead(200).end('reached'),
+  '/busy': (_request, response) => response.writeHead(503, { 'retry-after': '7' }).end('later'),
+  // An answer that never ends: only its first 4 KB is read, and the call ends there.
+  '/endless': (_request, response) => {
+    response.writeHead(200);
+    const chunk = 'x'.repeat(1024);
+    const write = () => {
+      while (!response.destroyed && response.write(chunk));
+      if (!response.destroyed) response.once('drain', write);
+    };
+    write();
+  },
+  '/hang': () => {},
+};
+
+beforeAll(async () => {
+  server = createServer((request, response) => {
+    const path = request.url!.split('?')[0]!;
+    received.set(path, (received.get(path) ?? 0) + 1);
+    request.resume();
+    request.on('end', () => routes[path]!(request, response));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+});
+
+const newSender = (timeoutMs = 5000, allowPrivateTargets = true) => new Sender({ timeoutMs, allowPrivateTargets, userAgent: 'test' });
+
+describe('sending a call', () => {
+  it('does not follow a redirect', async () => {
+    const sender = newSender();
+    const result = await sender.send(`${base}/redirect`, '{}', {});
+    await sender.close();
+    expect(result).toMatchObject({ ok: false, httpStatus: 302, error: 'the receiver answered 302' });
+    expect(received.get('/target')).toBeUndefined();
+  });
+
+  it("keeps the status, Retry-After and the answer's body", async () => {
+    const sender = newSender();
+    const result = await sender.send(`${base}/busy?attempt=1`, '{}', {});
+    await sender.close();
+    expect(result).toMatchObject({ ok: false, httpStatus: 503, retryAfter: '7', responseBody: 'later' });
+  });
+
+  it('reads an answer 4 KB deep and no further', async () => {
+    const sender = newSender();
+    const result = await sender.send(`${base}/endless`, '{}', {});
+    await sender.close();
+    expect(result).toMatchObject({ ok: true, httpStatus: 200, responseBody: 'x'.repeat(RESPONSE_BODY_LIMIT) });
+  });
+
+  it('gives up a call without an answer by its deadline', async () => {
+    const sender = newSender(300);
+    const result = await sender.send(`${base}/hang`, '{}', {});
+    await sender.close();
+    expect(result).toMatchObject({ ok: false, error: 'no answer within 300 ms' });
+    expect(result.durationMs).toBeGreaterThanOrEqual(300);
+  });
+
+  it('reports a refused connection', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise((resolve) => closed.close(resolve));
+    const sender = newSender();
+    const result = await sender.send(`http://127.0.0.1:${port}/`, '{}', {});
+    await sender.close();
+    expect(result).toMatchObject({ ok: false });
+    expect(result.error).toMatch(/^ECONNREFUSED/);
+  });
+
+  it('refuses a literal private address at send time, for good', async () => {
+    const sender = newSender(5000, false);
+    const result = await sender.send(`${base}/target`, '{}', {});
+    await sender.close();
+    expect(result).toMatchObject({ ok: false, permanent: true, error: '127.0.0.1 is a loopback, private or reserved address; not sent' });
+  });
+});
