@@ -113,14 +113,7 @@ type CpuGroups = Record<string, () => number[]>;
 /** Runs `run` and returns the CPU each group of processes used meanwhile, in µs per row. */
 async function cpuPerRow<T>(groups: CpuGroups, rows: number, run: () => Promise<T>): Promise<{ result: T; perRow: Record<string, number> }> {
   const pids = Object.fromEntries(Object.entries(groups).map(([name, list]) => [name, list()]));
-  const used = () =>
-    Object.fromEntries(
-      Object.entries(pids).map(([name, list]) => {
-        if (name !== 'bench') return [name, cpuSecondsOf(list)];
-        const { user, system } = process.cpuUsage();
-        return [name, (user + system) / 1e6];
-      }),
-    );
+  const used = () => Object.fromEntries(Object.entries(pids).map(([name, list]) => [name, cpuSecondsOf(list)]));
   const before = used();
   const result = await run();
   const after = used();

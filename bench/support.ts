@@ -57,6 +57,8 @@ export function printTable(rows: (string | number)[][]): void {
   for (const row of rows) console.log(row.map((cell, column) => String(cell).padEnd(widths[column]!)).join('  '));
 }
 
+/** /proc counts CPU time in clock ticks, 100 a second on Linux whatever the kernel's own timer. */
+const CLOCK_TICKS_PER_SECOND = 100;
 
 /** The CPU time (user + system, seconds) the processes have used, from /proc; 0 where it cannot be read. */
 export function cpuSecondsOf(pids: readonly number[]): number {
@@ -72,9 +74,6 @@ export function cpuSecondsOf(pids: readonly number[]): number {
   }
   return ticks / CLOCK_TICKS_PER_SECOND;
 }
-
-/** /proc counts CPU time in clock ticks, 100 a second on Linux whatever the kernel's own timer. */
-const CLOCK_TICKS_PER_SECOND = 100;
 
 /** The processes whose command name starts so (the Postgres server and its backends, Redis). */
 export function pidsNamed(name: string): number[] {
