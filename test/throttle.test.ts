@@ -73,7 +73,7 @@ describe('calls that wake up late and bunch together', () => {
     client.disconnect();
   }
 
-  /** Asks for permits for every slot at once, from two connections (two processes), in the order given. */
+  /** Asks for permits for every slot at once, from two connections (two processes), in the order given, and makes the calls. */
   async function sendAll(slots: readonly (Slot & { url: string })[], throttles: Throttle[]): Promise<(Slot & { url: string })[]> {
     const sent: (Slot & { url: string })[] = [];
     await Promise.all(
@@ -85,6 +85,7 @@ describe('calls that wake up late and bunch together', () => {
           await new Promise((resolve) => setTimeout(resolve, permit.waitMs));
         }
         sent.push(slot);
+        if (slot.queued) await throttle.callLeft('hook', slot.url, slot); // as its worker does, once the call is made
       }),
     );
     return sent;
@@ -108,6 +109,47 @@ describe('calls that wake up late and bunch together', () => {
     } finally {
       await cleanUp(clients[0]!, prefix);
       clients[1]!.disconnect();
+    }
+  });
+
+  it('wait for a queued predecessor to say it left, then half a slot; or, if it never says, a second', async () => {
+    const client = new Redis(redisUrl);
+    const prefix = `test-line-${randomUUID()}`;
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    try {
+      const throttle = new Throttle(client, prefix);
+      const ask = (webhookId: string, slot: Slot) => throttle.acquirePermit(webhookId, 'u', 10, slot, randomUUID());
+      // 10 per second: slots 110 ms apart, half a slot is 55 ms. The first goes at once; the others queued.
+      const [first, second, third] = await throttle.reserveSlots(Array.from({ length: 3 }, () => ({ webhookId: 'hook', url: 'u', limit: 10, epoch: 0 })));
+      expect([first, second, third].map((slot) => slot!.queued)).toEqual([false, true, true]);
+      expect(await ask('hook', first!)).toEqual({ granted: true }); // not queued: gone at its permit
+      await sleep(60);
+      expect(await ask('hook', second!)).toEqual({ granted: true });
+      // Long past the gap, but the second has not said it left (its worker is busy, say): the third waits.
+      await sleep(200);
+      expect(await ask('hook', third!)).toMatchObject({ granted: false, inLine: true });
+      await throttle.callLeft('hook', 'u', second!);
+      expect(await ask('hook', third!)).toMatchObject({ granted: false, inLine: true }); // half a slot from now
+      await sleep(60);
+      expect(await ask('hook', third!)).toEqual({ granted: true });
+
+      // A call whose worker dies between its permit and the call holds its line for LEFT_WAIT_MS, not until the grace period.
+      const lost = await throttle.reserveSlots(Array.from({ length: 3 }, () => ({ webhookId: 'other', url: 'u', limit: 10, epoch: 0 })));
+      expect(await ask('other', lost[0]!)).toEqual({ granted: true });
+      await sleep(60);
+      expect(await ask('other', lost[1]!)).toEqual({ granted: true });
+      const permitted = Date.now();
+      for (;;) {
+        const permit = await ask('other', lost[2]!);
+        if (permit.granted) break;
+        expect(permit).toMatchObject({ inLine: true });
+        await sleep(20);
+      }
+      const waited = Date.now() - permitted;
+      expect(waited).toBeGreaterThanOrEqual(Throttle.LEFT_WAIT_MS);
+      expect(waited).toBeLessThan(Throttle.LINE_GRACE_MS);
+    } finally {
+      await cleanUp(client, prefix);
     }
   });
 

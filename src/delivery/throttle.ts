@@ -45,20 +45,24 @@ return result
 // gone, or whose predecessor went less than `gap` ms ago (calls that woke late together would
 // otherwise leave at the same instant and race on their connections), waits for them, unless
 // it need not (it did not queue for its slot, or it is overdue, since a predecessor that is
-// gone or stuck must not hold the line). Then the window: a log of the calls of the last window
-// (KEYS[1]); a call is allowed while fewer than `limit` are in it, else the answer is how long
-// until the oldest leaves. ARGV: limit, window, the lines' time to live, the calls' epoch, gap,
-// then per call: line index, ticket, may overtake (1/0), log member. Returns per call 0
-// (allowed, and counted), -1 (in line), -2 (superseded) or the ms to wait.
+// gone or stuck must not hold the line). A queued call counts as gone only once its worker
+// says it left (CALL_LEFT), or `left wait` ms after its permit if that never comes: a worker
+// busy between the permit and the call must not let its successor, in another process, get
+// there first. Then the window: a log of the calls of the last window (KEYS[1]); a call is
+// allowed while fewer than `limit` are in it, else the answer is how long until the oldest
+// leaves. ARGV: limit, window, the lines' time to live, the calls' epoch, gap, left wait, then
+// per call: line index, ticket, may overtake (1/0), will say it left (1/0), log member.
+// Returns per call 0 (allowed, and counted), -1 (in line), -2 (superseded) or the ms to wait.
 const ACQUIRE_PERMITS = `
 if tonumber(ARGV[4]) < tonumber(redis.call('GET', KEYS[2]) or '0') then
   local superseded = {}
-  for i = 6, #ARGV, 4 do superseded[#superseded + 1] = -2 end
+  for i = 7, #ARGV, 5 do superseded[#superseded + 1] = -2 end
   return superseded
 end
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local gap = tonumber(ARGV[5])
+local left_wait = tonumber(ARGV[6])
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -68,7 +72,7 @@ local served = {}
 local went = {}
 local moved = {}
 local result = {}
-for i = 6, #ARGV, 4 do
+for i = 7, #ARGV, 5 do
   local line = tonumber(ARGV[i]) + 2
   local ticket = tonumber(ARGV[i + 1])
   if served[line] == nil then
@@ -79,11 +83,11 @@ for i = 6, #ARGV, 4 do
   if ticket > 0 and ARGV[i + 2] == '0' and (ticket > served[line] + 1 or now - went[line] < gap) then
     result[#result + 1] = -1
   elseif count < limit then
-    redis.call('ZADD', KEYS[1], now, ARGV[i + 3])
+    redis.call('ZADD', KEYS[1], now, ARGV[i + 4])
     count = count + 1
     if ticket > served[line] then
       served[line] = ticket
-      went[line] = now
+      went[line] = ARGV[i + 3] == '1' and now + left_wait or now
       moved[line] = true
     end
     result[#result + 1] = 0
@@ -98,6 +102,19 @@ for line in pairs(moved) do
   redis.call('PEXPIRE', KEYS[line], ARGV[3])
 end
 return result
+`;
+
+// A queued call has left (its request is with its connection): its successor may go `gap` ms
+// from now. ARGV: ticket, the line's time to live.
+const CALL_LEFT = `
+local state = redis.call('HMGET', KEYS[1], 'served', 'at')
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+if tonumber(state[1] or '0') == tonumber(ARGV[1]) and tonumber(state[2] or '0') > now then
+  redis.call('HSET', KEYS[1], 'at', now)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
 `;
 
 // A call that gives up its place (to book a later slot) lets its successors in line go.
@@ -120,6 +137,8 @@ interface PermitCall {
   url: string;
   ticket: number;
   mayOvertake: boolean;
+  /** Holds the line until its worker says it left (queued calls: the order is promised for them). */
+  saysWhenLeft: boolean;
   callId: string;
   resolve(permit: Permit): void;
   reject(error: unknown): void;
@@ -169,6 +188,8 @@ export class Throttle {
   static readonly MARGIN = 0.1;
   /** How long past its slot a call waits for an earlier call to its URL before going anyway. */
   static readonly LINE_GRACE_MS = 2000;
+  /** How long a permitted queued call holds its line if its worker never says it left (it died). */
+  static readonly LEFT_WAIT_MS = 1000;
 
   /** Permits asked for in this tick, per webhook, limit and epoch. */
   private readonly asked = new Map<string, { webhookId: string; limit: number; epoch: number; calls: PermitCall[] }>();
@@ -181,6 +202,7 @@ export class Throttle {
     redis.defineCommand('gwReserveSlots', { lua: RESERVE_SLOTS }); // as many keys as the batch has URLs
     redis.defineCommand('gwAcquirePermits', { lua: ACQUIRE_PERMITS }); // as many keys as the calls have URLs
     redis.defineCommand('gwLeaveLine', { numberOfKeys: 1, lua: LEAVE_LINE });
+    redis.defineCommand('gwCallLeft', { numberOfKeys: 1, lua: CALL_LEFT });
   }
 
   /** Books the webhook's next slot for a call. */
@@ -246,7 +268,7 @@ export class Throttle {
       const groupKey = `${webhookId}\u0000${limit}\u0000${slot.epoch}`;
       let group = this.asked.get(groupKey);
       if (!group) this.asked.set(groupKey, (group = { webhookId, limit, epoch: slot.epoch, calls: [] }));
-      group.calls.push({ url, ticket: slot.ticket, mayOvertake, callId, resolve, reject });
+      group.calls.push({ url, ticket: slot.ticket, mayOvertake, saysWhenLeft: slot.queued, callId, resolve, reject });
       if (!this.askScheduled) {
         this.askScheduled = true;
         setImmediate(() => void this.askForPermits());
@@ -268,7 +290,7 @@ export class Throttle {
       calls.sort((a, b) => (a.url === b.url ? a.ticket - b.ticket : a.url < b.url ? -1 : 1));
       const lines = [...new Set(calls.map((call) => call.url))];
       const lineIndex = new Map(lines.map((url, index) => [url, index + 1]));
-      const perCall = calls.flatMap((call) => [lineIndex.get(call.url)!, call.ticket, call.mayOvertake ? 1 : 0, call.callId]);
+      const perCall = calls.flatMap((call) => [lineIndex.get(call.url)!, call.ticket, call.mayOvertake ? 1 : 0, call.saysWhenLeft ? 1 : 0, call.callId]);
       pipeline.gwAcquirePermits(
         2 + lines.length,
         `${this.prefix}:calls:${webhookId}`,
@@ -279,6 +301,7 @@ export class Throttle {
         LINE_TTL_MS,
         epoch,
         this.lineGap(limit),
+        Throttle.LEFT_WAIT_MS,
         ...perCall,
       );
     }
@@ -300,6 +323,16 @@ export class Throttle {
     } catch (error) {
       for (const { calls } of groups) for (const call of calls) call.reject(error);
     }
+  }
+
+  /**
+   * Says that the call of a queued slot has left (its request was handed to its connection), so
+   * that the next in its line may go, half a slot from now. Without it, the next waits
+   * `LEFT_WAIT_MS` from this call's permit.
+   */
+  async callLeft(webhookId: string, url: string, slot: Slot): Promise<void> {
+    const command = this.redis as unknown as { gwCallLeft(lineKey: string, ticket: number, lineTtlMs: number): Promise<number> };
+    await command.gwCallLeft(this.lineKey(webhookId, slot.epoch, url), slot.ticket, LINE_TTL_MS);
   }
 
   /** Gives up the slot's place in line: the calls after it need not wait for it. */

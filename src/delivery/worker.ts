@@ -205,12 +205,15 @@ export class DeliveryWorker {
       this.options.status.publish([statusEvent(work, 'SENDING', work.attempts + 1)]);
       const attemptedAt = new Date();
       const timestamp = Math.floor(attemptedAt.getTime() / 1000);
-      const result = await this.sender.send(work.url, work.body, {
+      const sending = this.sender.send(work.url, work.body, {
         'webhook-id': work.messageId,
         'webhook-timestamp': String(timestamp),
         'webhook-signature': signMessage(work.signingKeys, work.messageId, timestamp, work.body),
       });
-      return { attemptedAt, result };
+      // The request is with its connection now: the next call in the URL's line may follow. (If
+      // this fails, the next waits a little longer for it, and that is all.)
+      if (slot.queued) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
+      return { attemptedAt, result: await sending };
     } finally {
       this.urlSlots.release(work.url);
     }
