@@ -67,7 +67,9 @@ export class DeliveryWorker {
 
   constructor(private readonly options: DeliveryWorkerOptions) {
     const { config, db, log } = options;
-    this.redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
+    // Jobs finish in bunches (a batch of attempt records commits at once): auto-pipelining sends
+    // their BullMQ scripts in one write, and the next jobs then arrive together, in fuller batches.
+    this.redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, enableAutoPipelining: true });
     this.redis.on('error', () => {}); // reported by the gateway's own Redis connection
     this.loader = new DeliveryLoader(db);
     this.recorder = new AttemptRecorder(db, log);
