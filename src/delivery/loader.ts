@@ -102,10 +102,10 @@ export class DeliveryLoader {
   }
 
   private async fetch(ids: number[]): Promise<Map<number, DeliveryWork>> {
-    // The ids go in the statement's text: a statement without parameters takes one round trip
-    // (with one, postgres.js first asks Postgres for the parameter types), and is planned for
-    // these ids (a prepared statement's generic plan measured slower here).
-    if (!ids.every(Number.isSafeInteger)) throw new Error('delivery ids must be integers');
+    // Prepared, and planned once per connection: planning this join took four times as long as
+    // running it for a batch of 40. The ids are read through a sub-select so that the planner
+    // cannot see how many there are: a plan for a few ids would look cheaper than the generic
+    // one, and Postgres would keep planning afresh for every small batch.
     const rows = await queryRows<WorkRow>(
       this.db,
       sql`select d.id as delivery_id, d.generation, d.status, d.attempts, d.next_attempt_at, d.url, d.message_id,
@@ -114,7 +114,8 @@ export class DeliveryLoader {
           from webhook_gateway.deliveries d
           join webhook_gateway.messages m on m.id = d.message_id
           join webhook_gateway.webhooks w on w.id = d.webhook_id
-          where d.id = any('{${sql.raw(ids.join(','))}}'::bigint[])`,
+          where d.id = any(array(select unnest(${sql.param(ids)}::bigint[])))`,
+      { prepared: true },
     );
     return new Map(
       rows.map((row) => [
