@@ -81,11 +81,13 @@ describe('calls that wake up late and bunch together', () => {
         const throttle = throttles[index % throttles.length]!;
         for (;;) {
           const permit = await throttle.acquirePermit('hook', slot.url, 100, slot, randomUUID());
-          if (permit.granted) break;
+          if (permit.granted) {
+            sent.push(slot);
+            if (permit.holdsLine) await throttle.callLeft('hook', slot.url, slot); // as its worker does, once the call is made
+            return;
+          }
           await new Promise((resolve) => setTimeout(resolve, permit.waitMs));
         }
-        sent.push(slot);
-        if (slot.queued) await throttle.callLeft('hook', slot.url, slot); // as its worker does, once the call is made
       }),
     );
     return sent;
@@ -112,7 +114,7 @@ describe('calls that wake up late and bunch together', () => {
     }
   });
 
-  it('wait for a queued predecessor to say it left, then half a slot; or, if it never says, a second', async () => {
+  it('wait for the call before them to say it left, then half a slot; or, if it never says, a second', async () => {
     const client = new Redis(redisUrl);
     const prefix = `test-line-${randomUUID()}`;
     const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -122,22 +124,25 @@ describe('calls that wake up late and bunch together', () => {
       // 10 per second: slots 110 ms apart, half a slot is 55 ms. The first goes at once; the others queued.
       const [first, second, third] = await throttle.reserveSlots(Array.from({ length: 3 }, () => ({ webhookId: 'hook', url: 'u', limit: 10, epoch: 0 })));
       expect([first, second, third].map((slot) => slot!.queued)).toEqual([false, true, true]);
-      expect(await ask('hook', first!)).toEqual({ granted: true }); // not queued: gone at its permit
+      // Each holds the line while calls queue behind it; the last one does not.
+      expect(await ask('hook', first!)).toEqual({ granted: true, holdsLine: true });
+      await throttle.callLeft('hook', 'u', first!);
       await sleep(60);
-      expect(await ask('hook', second!)).toEqual({ granted: true });
+      expect(await ask('hook', second!)).toEqual({ granted: true, holdsLine: true });
       // Long past the gap, but the second has not said it left (its worker is busy, say): the third waits.
       await sleep(200);
       expect(await ask('hook', third!)).toMatchObject({ granted: false, inLine: true });
       await throttle.callLeft('hook', 'u', second!);
       expect(await ask('hook', third!)).toMatchObject({ granted: false, inLine: true }); // half a slot from now
       await sleep(60);
-      expect(await ask('hook', third!)).toEqual({ granted: true });
+      expect(await ask('hook', third!)).toEqual({ granted: true, holdsLine: false });
 
       // A call whose worker dies between its permit and the call holds its line for LEFT_WAIT_MS, not until the grace period.
       const lost = await throttle.reserveSlots(Array.from({ length: 3 }, () => ({ webhookId: 'other', url: 'u', limit: 10, epoch: 0 })));
-      expect(await ask('other', lost[0]!)).toEqual({ granted: true });
+      expect(await ask('other', lost[0]!)).toMatchObject({ granted: true });
+      await throttle.callLeft('other', 'u', lost[0]!);
       await sleep(60);
-      expect(await ask('other', lost[1]!)).toEqual({ granted: true });
+      expect(await ask('other', lost[1]!)).toEqual({ granted: true, holdsLine: true });
       const permitted = Date.now();
       for (;;) {
         const permit = await ask('other', lost[2]!);
@@ -190,7 +195,7 @@ describe('calls that wake up late and bunch together', () => {
       expect(behindTheBacklog).toMatchObject({ ticket: 11, epoch: 0 });
       // The new epoch's call goes at once: it waits for nobody in its line, and the window is shared.
       const permit = await throttle.acquirePermit('hook', 'u', 10, fresh!, randomUUID());
-      expect(permit).toEqual({ granted: true });
+      expect(permit).toEqual({ granted: true, holdsLine: false });
       // A call still holding a slot of the old epoch is turned away: its delivery was booked afresh.
       const old = await throttle.acquirePermit('hook', 'u', 1, backlog[0]!, randomUUID());
       expect(old).toMatchObject({ granted: false, superseded: true });

@@ -4,14 +4,16 @@ import type { Redis } from 'ioredis';
 // holds the time the next slot opens, in microseconds (so that limits above 1000/s keep their
 // spacing); Redis' clock serves every process. KEYS[2] holds the webhook's newest throttle epoch,
 // raised by the first booking in a newer one. Also draws each call's place in line for its URL
-// (KEYS[3..]: hashes, `next` drawn, `served` sent), which the permit keeps in order. ARGV: the
-// spacing, the time to live of lines and epoch, the epoch, then for each call the index of its
+// (KEYS[3..]: hashes, `next` drawn, `served` sent, `queued` the last ticket that queued for its
+// slot), which the permit keeps in order. ARGV: the spacing, the time to live of lines and epoch,
+// the epoch, the slack (ms: a slot further out queues), then for each call the index of its
 // URL's line among KEYS[3..]. Returns {wait in ms, ticket} for each call, flattened.
 const RESERVE_SLOTS = `
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
 local interval = tonumber(ARGV[1])
-local calls = #ARGV - 3
+local slack = tonumber(ARGV[4])
+local calls = #ARGV - 4
 if tonumber(ARGV[3]) >= tonumber(redis.call('GET', KEYS[2]) or '0') then
   redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 end
@@ -19,7 +21,7 @@ local first = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
 local next_free = first + interval * calls
 redis.call('SET', KEYS[1], string.format('%.0f', next_free), 'PX', math.ceil((next_free - now) / 1000) + 1000)
 local per_line = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local line = tonumber(ARGV[i])
   per_line[line] = (per_line[line] or 0) + 1
 end
@@ -28,12 +30,18 @@ for line, count in pairs(per_line) do
   ticket[line] = redis.call('HINCRBY', KEYS[line + 2], 'next', count) - count + 1
   redis.call('PEXPIRE', KEYS[line + 2], ARGV[2])
 end
+local queued = {}
 local result = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local line = tonumber(ARGV[i])
-  result[#result + 1] = math.floor((first + interval * (i - 4) - now) / 1000)
+  local wait = math.floor((first + interval * (i - 5) - now) / 1000)
+  result[#result + 1] = wait
   result[#result + 1] = ticket[line]
+  if wait > slack then queued[line] = ticket[line] end
   ticket[line] = ticket[line] + 1
+end
+for line, last in pairs(queued) do
+  redis.call('HSET', KEYS[line + 2], 'queued', last)
 end
 return result
 `;
@@ -45,18 +53,19 @@ return result
 // gone, or whose predecessor went less than `gap` ms ago (calls that woke late together would
 // otherwise leave at the same instant and race on their connections), waits for them, unless
 // it need not (it did not queue for its slot, or it is overdue, since a predecessor that is
-// gone or stuck must not hold the line). A queued call counts as gone only once its worker
-// says it left (CALL_LEFT), or `left wait` ms after its permit if that never comes: a worker
-// busy between the permit and the call must not let its successor, in another process, get
-// there first. Then the window: a log of the calls of the last window (KEYS[1]); a call is
-// allowed while fewer than `limit` are in it, else the answer is how long until the oldest
-// leaves. ARGV: limit, window, the lines' time to live, the calls' epoch, gap, left wait, then
-// per call: line index, ticket, may overtake (1/0), will say it left (1/0), log member.
-// Returns per call 0 (allowed, and counted), -1 (in line), -2 (superseded) or the ms to wait.
+// gone or stuck must not hold the line). A call with queued calls behind it counts as gone only
+// once its worker says it left (CALL_LEFT), or `left wait` ms after its permit if that never
+// comes: a worker busy between the permit and the call must not let the next one, in another
+// process, get there first. Then the window: a log of the calls of the last window (KEYS[1]); a
+// call is allowed while fewer than `limit` are in it, else the answer is how long until the
+// oldest leaves. ARGV: limit, window, the lines' time to live, the calls' epoch, gap, left wait,
+// then per call: line index, ticket, may overtake (1/0), log member. Returns per call 0
+// (allowed, and counted), -3 (allowed, and to say when it left), -1 (in line), -2 (superseded)
+// or the ms to wait.
 const ACQUIRE_PERMITS = `
 if tonumber(ARGV[4]) < tonumber(redis.call('GET', KEYS[2]) or '0') then
   local superseded = {}
-  for i = 7, #ARGV, 5 do superseded[#superseded + 1] = -2 end
+  for i = 7, #ARGV, 4 do superseded[#superseded + 1] = -2 end
   return superseded
 end
 local limit = tonumber(ARGV[1])
@@ -70,27 +79,34 @@ local count = redis.call('ZCARD', KEYS[1])
 local counted = count
 local served = {}
 local went = {}
+local last_queued = {}
 local moved = {}
 local result = {}
-for i = 7, #ARGV, 5 do
+for i = 7, #ARGV, 4 do
   local line = tonumber(ARGV[i]) + 2
   local ticket = tonumber(ARGV[i + 1])
   if served[line] == nil then
-    local state = redis.call('HMGET', KEYS[line], 'served', 'at')
+    local state = redis.call('HMGET', KEYS[line], 'served', 'at', 'queued')
     served[line] = tonumber(state[1] or '0')
     went[line] = tonumber(state[2] or '0')
+    last_queued[line] = tonumber(state[3] or '0')
   end
   if ticket > 0 and ARGV[i + 2] == '0' and (ticket > served[line] + 1 or now - went[line] < gap) then
     result[#result + 1] = -1
   elseif count < limit then
-    redis.call('ZADD', KEYS[1], now, ARGV[i + 4])
+    redis.call('ZADD', KEYS[1], now, ARGV[i + 3])
     count = count + 1
+    local allowed = 0
     if ticket > served[line] then
       served[line] = ticket
-      went[line] = ARGV[i + 3] == '1' and now + left_wait or now
+      went[line] = now
+      if last_queued[line] > ticket then
+        went[line] = now + left_wait
+        allowed = -3
+      end
       moved[line] = true
     end
-    result[#result + 1] = 0
+    result[#result + 1] = allowed
   else
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     result[#result + 1] = math.max(1, tonumber(oldest[2]) + window - now)
@@ -131,14 +147,15 @@ return 0
  * Whether a call may go now; if not, how long to wait and why: in line, or for room in the
  * window; or not at all under its slot (`superseded`: the limit changed since it was booked).
  */
-export type Permit = { granted: true } | { granted: false; waitMs: number; inLine: boolean; superseded: boolean };
+export type Permit =
+  /** `holdsLine`: queued calls wait behind this one until its worker says it left (`callLeft`). */
+  | { granted: true; holdsLine: boolean }
+  | { granted: false; waitMs: number; inLine: boolean; superseded: boolean };
 
 interface PermitCall {
   url: string;
   ticket: number;
   mayOvertake: boolean;
-  /** Holds the line until its worker says it left (queued calls: the order is promised for them). */
-  saysWhenLeft: boolean;
   callId: string;
   resolve(permit: Permit): void;
   reject(error: unknown): void;
@@ -188,7 +205,7 @@ export class Throttle {
   static readonly MARGIN = 0.1;
   /** How long past its slot a call waits for an earlier call to its URL before going anyway. */
   static readonly LINE_GRACE_MS = 2000;
-  /** How long a permitted queued call holds its line if its worker never says it left (it died). */
+  /** How long a call that `holdsLine` holds it if its worker never says it left (it died). */
   static readonly LEFT_WAIT_MS = 1000;
 
   /** Permits asked for in this tick, per webhook, limit and epoch. */
@@ -239,6 +256,7 @@ export class Throttle {
         this.slotInterval(limit),
         LINE_TTL_MS,
         epoch,
+        SLOT_SLACK_MS,
         ...lineOfCall,
       );
     }
@@ -268,7 +286,7 @@ export class Throttle {
       const groupKey = `${webhookId}\u0000${limit}\u0000${slot.epoch}`;
       let group = this.asked.get(groupKey);
       if (!group) this.asked.set(groupKey, (group = { webhookId, limit, epoch: slot.epoch, calls: [] }));
-      group.calls.push({ url, ticket: slot.ticket, mayOvertake, saysWhenLeft: slot.queued, callId, resolve, reject });
+      group.calls.push({ url, ticket: slot.ticket, mayOvertake, callId, resolve, reject });
       if (!this.askScheduled) {
         this.askScheduled = true;
         setImmediate(() => void this.askForPermits());
@@ -290,7 +308,7 @@ export class Throttle {
       calls.sort((a, b) => (a.url === b.url ? a.ticket - b.ticket : a.url < b.url ? -1 : 1));
       const lines = [...new Set(calls.map((call) => call.url))];
       const lineIndex = new Map(lines.map((url, index) => [url, index + 1]));
-      const perCall = calls.flatMap((call) => [lineIndex.get(call.url)!, call.ticket, call.mayOvertake ? 1 : 0, call.saysWhenLeft ? 1 : 0, call.callId]);
+      const perCall = calls.flatMap((call) => [lineIndex.get(call.url)!, call.ticket, call.mayOvertake ? 1 : 0, call.callId]);
       pipeline.gwAcquirePermits(
         2 + lines.length,
         `${this.prefix}:calls:${webhookId}`,
@@ -312,7 +330,7 @@ export class Throttle {
         calls.forEach((call, position) => {
           if (error) return call.reject(error);
           const wait = Number((reply as number[])[position]);
-          if (wait === 0) call.resolve({ granted: true });
+          if (wait === 0 || wait === -3) call.resolve({ granted: true, holdsLine: wait === -3 });
           else if (wait === -2) call.resolve({ granted: false, waitMs: 0, inLine: false, superseded: true });
           // In line: ask again soon, the predecessor is due within a slot.
           else if (wait < 0) {
@@ -326,9 +344,9 @@ export class Throttle {
   }
 
   /**
-   * Says that the call of a queued slot has left (its request was handed to its connection), so
-   * that the next in its line may go, half a slot from now. Without it, the next waits
-   * `LEFT_WAIT_MS` from this call's permit.
+   * Says that a call whose permit `holdsLine` has left (its request was handed to its
+   * connection), so that the next in its line may go, half a slot from now. Without it, the next
+   * waits `LEFT_WAIT_MS` from this call's permit.
    */
   async callLeft(webhookId: string, url: string, slot: Slot): Promise<void> {
     const command = this.redis as unknown as { gwCallLeft(lineKey: string, ticket: number, lineTtlMs: number): Promise<number> };

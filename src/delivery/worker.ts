@@ -187,9 +187,13 @@ export class DeliveryWorker {
       return this.delay(job, token, data, Math.min(max, Math.max(min, this.urlSlots.stalledFor(work.url))));
     }
     try {
+      let holdsLine = false;
       for (;;) {
         const permit = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, randomUUID());
-        if (permit.granted) break;
+        if (permit.granted) {
+          holdsLine = permit.holdsLine;
+          break;
+        }
         if (permit.superseded) return this.rebookSuperseded(job, token, data, work);
         if (permit.inLine || slot.limit === limit) {
           // A full window (a backlog came due at once, say after the workers were down) waits in
@@ -214,7 +218,7 @@ export class DeliveryWorker {
       });
       // The request is with its connection now: the next call in the URL's line may follow. (If
       // this fails, the next waits a little longer for it, and that is all.)
-      if (slot.queued) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
+      if (holdsLine) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
       return { attemptedAt, result: await sending };
     } finally {
       this.urlSlots.release(work.url);
