@@ -47,8 +47,9 @@ it('holds CallThrottling across two worker processes, in order, without slowing 
     expect(ids).toEqual([...ids].sort((a, b) => a - b));
 
     // At 25 a second too (slots 44 ms apart, jobs waking in bunches in two processes), the calls
-    // reach the receiver in order, not only leave in order: two in a URL's line leave at least
-    // half a slot apart (before, two let go in the same instant raced on their connections).
+    // reach the receiver in order, not only get their permits in order: each waits until the one
+    // before it has left its worker, and half a slot more (before, a worker busy between its
+    // permit and its call was overtaken by the other now and then).
     const brisk = receiver.callsTo('/Brisk');
     expect(maxInWindow(brisk.map((call) => call.at))).toBeLessThanOrEqual(25);
     expect(brisk.map((call) => JSON.parse(call.body).data[0].id as number)).toEqual(Array.from({ length: 150 }, (_, index) => index + 1));
@@ -153,6 +154,28 @@ describe('calls that wake up late and bunch together', () => {
       const waited = Date.now() - permitted;
       expect(waited).toBeGreaterThanOrEqual(Throttle.LEFT_WAIT_MS);
       expect(waited).toBeLessThan(Throttle.LINE_GRACE_MS);
+    } finally {
+      await cleanUp(client, prefix);
+    }
+  });
+
+  it('still follow the call holding the line when one between them gave up its place', async () => {
+    const client = new Redis(redisUrl);
+    const prefix = `test-line-${randomUUID()}`;
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    try {
+      const throttle = new Throttle(client, prefix);
+      const ask = (slot: Slot) => throttle.acquirePermit('hook', 'u', 10, slot, randomUUID());
+      const [first, second, third, fourth] = await throttle.reserveSlots(Array.from({ length: 4 }, () => ({ webhookId: 'hook', url: 'u', limit: 10, epoch: 0 })));
+      expect(await ask(first!)).toEqual({ granted: true, holdsLine: true });
+      await throttle.callLeft('hook', 'u', first!);
+      await sleep(60);
+      expect(await ask(second!)).toEqual({ granted: true, holdsLine: true });
+      // The third gives up its place (its delivery was superseded, say) while the second is being sent.
+      await throttle.leaveLine('hook', 'u', third!);
+      await throttle.callLeft('hook', 'u', second!);
+      await sleep(60);
+      expect(await ask(fourth!)).toEqual({ granted: true, holdsLine: false }); // not a second after the second's permit
     } finally {
       await cleanUp(client, prefix);
     }

@@ -4,7 +4,8 @@ import type { Redis } from 'ioredis';
 // holds the time the next slot opens, in microseconds (so that limits above 1000/s keep their
 // spacing); Redis' clock serves every process. KEYS[2] holds the webhook's newest throttle epoch,
 // raised by the first booking in a newer one. Also draws each call's place in line for its URL
-// (KEYS[3..]: hashes, `next` drawn, `served` sent, `queued` the last ticket that queued for its
+// (KEYS[3..]: hashes, `next` drawn, `served` let go, `at` when the last let go left (the next
+// may go half a slot later), `holder` the call whose saying it left sets `at`, `queued` the last ticket that queued for its
 // slot), which the permit keeps in order. ARGV: the spacing, the time to live of lines and epoch,
 // the epoch, the slack (ms: a slot further out queues), then for each call the index of its
 // URL's line among KEYS[3..]. Returns {wait in ms, ticket} for each call, flattened.
@@ -80,6 +81,7 @@ local counted = count
 local served = {}
 local went = {}
 local last_queued = {}
+local holder = {}
 local moved = {}
 local result = {}
 for i = 7, #ARGV, 4 do
@@ -100,8 +102,10 @@ for i = 7, #ARGV, 4 do
     if ticket > served[line] then
       served[line] = ticket
       went[line] = now
+      holder[line] = 0
       if last_queued[line] > ticket then
         went[line] = now + left_wait
+        holder[line] = ticket
         allowed = -3
       end
       moved[line] = true
@@ -114,16 +118,16 @@ for i = 7, #ARGV, 4 do
 end
 if count > counted then redis.call('PEXPIRE', KEYS[1], window) end
 for line in pairs(moved) do
-  redis.call('HSET', KEYS[line], 'served', served[line], 'at', went[line])
+  redis.call('HSET', KEYS[line], 'served', served[line], 'at', went[line], 'holder', holder[line])
   redis.call('PEXPIRE', KEYS[line], ARGV[3])
 end
 return result
 `;
 
-// A queued call has left (its request is with its connection): its successor may go `gap` ms
-// from now. ARGV: ticket, the line's time to live.
+// The call holding its line has left (its request is with its connection): the next may go
+// `gap` ms from now. ARGV: ticket, the line's time to live.
 const CALL_LEFT = `
-local state = redis.call('HMGET', KEYS[1], 'served', 'at')
+local state = redis.call('HMGET', KEYS[1], 'holder', 'at')
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 if tonumber(state[1] or '0') == tonumber(ARGV[1]) and tonumber(state[2] or '0') > now then
