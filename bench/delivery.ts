@@ -1,9 +1,8 @@
-import { spawn } from 'node:child_process';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { Agent, request } from 'undici';
-import { cpuSecondsOf, createBenchDatabase, formatRate, pidsNamed, printTable, spawnGateway, startBenchGateway } from './support';
+import { cpuPerRow, createBenchDatabase, formatRate, pidsNamed, printTable, spawnGateway, startBenchGateway, startReceiver, until, type CpuGroups, type ReceiverProcess } from './support';
 
 const RAW_JOBS = 20_000;
 /** Run first and not counted, in (a) and (b) alike: the measured runs start with compiled code and open connections. */
@@ -13,39 +12,6 @@ const E2E_ROWS = 20_000;
 const STEADY_RATE = 1000;
 const STEADY_SECONDS = 10;
 const LONG_RUN = Number(process.env.BENCH_LONG_MESSAGES ?? 200_000);
-
-interface ReceiverProcess {
-  url: string;
-  pid: number;
-  stats(latencies?: boolean): Promise<{ count: number; latencies?: number[] }>;
-  reset(): Promise<void>;
-  stop(): void;
-}
-
-async function startReceiver(): Promise<ReceiverProcess> {
-  const child = spawn('node', ['--import', 'tsx', 'bench/receiver.ts'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const url = await new Promise<string>((resolve) =>
-    child.stdout.on('data', (chunk: Buffer) => {
-      const match = /listening on (\S+)/.exec(chunk.toString());
-      if (match) resolve(match[1]!);
-    }),
-  );
-  return {
-    url,
-    pid: child.pid!,
-    stats: async (latencies = false) => (await fetch(`${url}/stats${latencies ? '?latencies=1' : ''}`)).json(),
-    reset: async () => void (await fetch(`${url}/reset`, { method: 'POST' })),
-    stop: () => child.kill(),
-  };
-}
-
-async function until(check: () => Promise<boolean>, timeoutMs = 600_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('benchmark timed out');
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 /** (a) The machine's ceiling: BullMQ jobs that each POST with undici (pooled) to the receiver. */
 async function rawCeiling(receiver: ReceiverProcess): Promise<{ run(jobs: number): Promise<number>; close(): Promise<void> }> {
@@ -107,19 +73,6 @@ async function latencyStages(app: postgres.Sql): Promise<Record<'toMessage' | 't
   return { toMessage: format(row!.to_message), toAttempt: format(row!.to_attempt), call: format(row!.call) };
 }
 
-/** Processes by role, for where a row's CPU goes; 'bench' is this process (the raw ceiling's producer and worker, the inserts, the API). */
-type CpuGroups = Record<string, () => number[]>;
-
-/** Runs `run` and returns the CPU each group of processes used meanwhile, in µs per row. */
-async function cpuPerRow<T>(groups: CpuGroups, rows: number, run: () => Promise<T>): Promise<{ result: T; perRow: Record<string, number> }> {
-  const pids = Object.fromEntries(Object.entries(groups).map(([name, list]) => [name, list()]));
-  const used = () => Object.fromEntries(Object.entries(pids).map(([name, list]) => [name, cpuSecondsOf(list)]));
-  const before = used();
-  const result = await run();
-  const after = used();
-  return { result, perRow: Object.fromEntries(Object.keys(pids).map((name) => [name, ((after[name]! - before[name]!) / rows) * 1e6])) };
-}
-
 /** "total 465: worker 180, Postgres 100, …", the mean of the rounds, largest first (below 1 µs left out). */
 function describeCpu(rounds: Record<string, number>[]): string {
   const mean = Object.fromEntries(Object.keys(rounds[0]!).map((name) => [name, rounds.reduce((sum, round) => sum + round[name]!, 0) / rounds.length]));
@@ -175,7 +128,7 @@ export async function benchDelivery(): Promise<void> {
     const rawRates: number[] = [];
     const endToEndRates: number[] = [];
     const groups: CpuGroups = {
-      bench: () => [process.pid],
+      bench: () => [process.pid], // the raw ceiling's producer and worker, the inserts, the API
       worker: () => [worker.child.pid!],
       dispatcher: () => [dispatcher.child.pid!],
       Postgres: () => pidsNamed('postgres'),

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { loadConfig } from '../src/config';
 import { startGateway, type Gateway } from '../src/gateway';
@@ -17,28 +18,22 @@ export interface BenchGateway {
   stop(): Promise<void>;
 }
 
-export async function startBenchGateway(databaseUrl: string, env: Record<string, string> = {}): Promise<BenchGateway> {
-  const config = loadConfig({
-    DATABASE_URL: databaseUrl,
-    PORT: '0',
-    LOG_LEVEL: 'warn',
-    ALLOW_PRIVATE_TARGETS: 'true',
-    BOOTSTRAP_CLIENT_ID: BOOTSTRAP.id,
-    BOOTSTRAP_CLIENT_SECRET: BOOTSTRAP.secret,
-    ...env,
-  });
-  const gateway = await startGateway(config, createLogger('warn'));
+/** The bootstrap profile's credentials, as environment for a gateway the benchmark starts. */
+export const BOOTSTRAP_ENV = { BOOTSTRAP_CLIENT_ID: BOOTSTRAP.id, BOOTSTRAP_CLIENT_SECRET: BOOTSTRAP.secret };
+
+/** Calls a gateway's REST API as the bootstrap profile (the token fetched on the first call). */
+export function restClient(gatewayUrl: string): (method: string, path: string, body?: unknown) => Promise<any> {
   let token: string | undefined;
-  async function rest(method: string, path: string, body?: unknown) {
+  return async (method, path, body) => {
     token ??= (
       await (
-        await fetch(`${gateway.url}/oauth/token`, {
+        await fetch(`${gatewayUrl}/oauth/token`, {
           method: 'POST',
           body: new URLSearchParams({ grant_type: 'client_credentials', client_id: BOOTSTRAP.id, client_secret: BOOTSTRAP.secret }),
         })
       ).json()
     ).access_token;
-    const response = await fetch(`${gateway.url}/v2${path}`, {
+    const response = await fetch(`${gatewayUrl}/v2${path}`, {
       method,
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -46,8 +41,20 @@ export async function startBenchGateway(databaseUrl: string, env: Record<string,
     const result = response.status === 204 ? undefined : await response.json();
     if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(result)}`);
     return result;
-  }
-  return { gateway, databaseUrl, rest, stop: () => gateway.stop() };
+  };
+}
+
+export async function startBenchGateway(databaseUrl: string, env: Record<string, string> = {}): Promise<BenchGateway> {
+  const config = loadConfig({
+    DATABASE_URL: databaseUrl,
+    PORT: '0',
+    LOG_LEVEL: 'warn',
+    ALLOW_PRIVATE_TARGETS: 'true',
+    ...BOOTSTRAP_ENV,
+    ...env,
+  });
+  const gateway = await startGateway(config, createLogger('warn'));
+  return { gateway, databaseUrl, rest: restClient(gateway.url), stop: () => gateway.stop() };
 }
 
 export const formatRate = (perSecond: number) => `${Math.round(perSecond).toLocaleString('en-US')}/s`;
@@ -91,4 +98,69 @@ export function pidsNamed(name: string): number[] {
   } catch {
     return [];
   }
+}
+
+/**
+ * The Postgres server's processes that work for one database: its backends (their command line
+ * reads `postgres: <cluster>: <user> <database> <host>(<port>) …`) and the shared background
+ * ones (checkpointer, WAL writer, …), not other databases' backends.
+ */
+export function postgresPidsFor(database: string): number[] {
+  return pidsNamed('postgres').filter((pid) => {
+    try {
+      const title = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      const backend = /^postgres: [^:]+: \S+ (\S+) \S+\(\d+\)/.exec(title);
+      return !backend || backend[1] === database;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** The benchmarks' webhook receiver (bench/receiver.ts), in a process of its own. */
+export interface ReceiverProcess {
+  url: string;
+  pid: number;
+  stats(latencies?: boolean): Promise<{ count: number; latencies?: number[] }>;
+  reset(): Promise<void>;
+  stop(): void;
+}
+
+export async function startReceiver(): Promise<ReceiverProcess> {
+  const child = spawn('node', ['--import', 'tsx', 'bench/receiver.ts'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve) =>
+    child.stdout.on('data', (chunk: Buffer) => {
+      const match = /listening on (\S+)/.exec(chunk.toString());
+      if (match) resolve(match[1]!);
+    }),
+  );
+  return {
+    url,
+    pid: child.pid!,
+    stats: async (latencies = false) => (await fetch(`${url}/stats${latencies ? '?latencies=1' : ''}`)).json(),
+    reset: async () => void (await fetch(`${url}/reset`, { method: 'POST' })),
+    stop: () => child.kill(),
+  };
+}
+
+/** Polls `check` every 100 ms until it holds. */
+export async function until(check: () => Promise<boolean>, timeoutMs = 600_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('benchmark timed out');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Processes by role, for where a row's CPU goes. */
+export type CpuGroups = Record<string, () => number[]>;
+
+/** Runs `run` and returns the CPU each group of processes used meanwhile, in µs per row. */
+export async function cpuPerRow<T>(groups: CpuGroups, rows: number, run: () => Promise<T>): Promise<{ result: T; perRow: Record<string, number> }> {
+  const pids = Object.fromEntries(Object.entries(groups).map(([name, list]) => [name, list()]));
+  const used = () => Object.fromEntries(Object.entries(pids).map(([name, list]) => [name, cpuSecondsOf(list)]));
+  const before = used();
+  const result = await run();
+  const after = used();
+  return { result, perRow: Object.fromEntries(Object.keys(pids).map((name) => [name, ((after[name]! - before[name]!) / rows) * 1e6])) };
 }

@@ -11,11 +11,12 @@ export interface GatewayProcess {
 }
 
 /**
- * Runs `npm start`'s entry point in a process of its own and waits until it listens.
+ * Runs `npm start`'s entry point in a process of its own (of the checkout in `cwd`, if given) and waits until it listens.
  * GATEWAY_NODE_FLAGS adds node flags to it (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile a benchmark).
  */
-export async function spawnGateway(env: Record<string, string>): Promise<GatewayProcess> {
+export async function spawnGateway(env: Record<string, string>, options: { cwd?: string } = {}): Promise<GatewayProcess> {
   const child = spawn('node', [...(process.env.GATEWAY_NODE_FLAGS?.split(' ') ?? []), '--import', 'tsx', 'src/main.ts'], {
+    cwd: options.cwd,
     env: { ...process.env, PORT: '0', LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,0 +1,134 @@
+// `npm run bench -- compare [ref]`: this checkout's delivery path against another commit's (HEAD
+// by default, so that uncommitted changes are what is measured). This machine's speed drifts by
+// a third within minutes, so two separate runs cannot show a 5% change; here both run side by
+// side, each a full stack (its own database, an API + dispatcher process and a worker process,
+// from its own checkout) sharing one receiver, and take turns over rounds of the same rows. Each
+// round's figures are compared with the other side's next to it, and the medians printed.
+import { execFileSync } from 'node:child_process';
+import { rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import postgres from 'postgres';
+import {
+  BOOTSTRAP_ENV,
+  cpuPerRow,
+  createBenchDatabase,
+  formatRate,
+  pidsNamed,
+  postgresPidsFor,
+  printTable,
+  restClient,
+  spawnGateway,
+  startReceiver,
+  until,
+  type CpuGroups,
+  type ReceiverProcess,
+} from './support';
+
+const ROUNDS = Number(process.env.BENCH_COMPARE_ROUNDS ?? 8);
+const ROWS = 10_000;
+const WARM_UP = 2000;
+
+interface Stack {
+  groups: CpuGroups;
+  /** Inserts `rows` rows into the watched table; resolves with the rate once every call arrived and every attempt is logged. */
+  deliver(rows: number): Promise<number>;
+  stop(): Promise<void>;
+}
+
+async function startStack(name: string, checkout: string, receiver: ReceiverProcess): Promise<Stack> {
+  const database = await createBenchDatabase();
+  const env = { DATABASE_URL: database.url, ALLOW_PRIVATE_TARGETS: 'true', CALL_THROTTLING_MAX: '100000', ...BOOTSTRAP_ENV };
+  const front = await spawnGateway({ ...env, ROLES: 'api,dispatcher' }, { cwd: checkout });
+  const worker = await spawnGateway({ ...env, ROLES: 'worker' }, { cwd: checkout });
+  const app = postgres(database.url, { max: 4, onnotice: () => {} });
+  const rest = restClient(/listening on (\S+)/.exec(front.output())![1]!);
+  await app`create table bench_orders (id serial primary key, t0 text, item text, amount numeric)`;
+  const webhook = await rest('POST', '/outgoingWebhooks', { Name: 'bench', OutgoingUrls: [`${receiver.url}/${name}`], CallThrottling: 100_000 });
+  await rest('POST', `/outgoingWebhooks/${webhook.Id}/events`, { EventType: 'table.recordInsert', ObjectName: 'bench_orders' });
+  const attempts = async () => (await app<[{ n: number }]>`select count(*)::int as n from webhook_gateway.delivery_attempts`)[0].n;
+  return {
+    groups: {
+      worker: () => [worker.child.pid!],
+      'API + dispatcher': () => [front.child.pid!],
+      Postgres: () => postgresPidsFor(new URL(database.url).pathname.slice(1)),
+      Redis: () => pidsNamed('redis-server'),
+      receiver: () => [receiver.pid],
+      bench: () => [process.pid],
+    },
+    async deliver(rows) {
+      const logged = await attempts();
+      await receiver.reset();
+      const started = performance.now();
+      for (let i = 0; i < rows; i += 1000) {
+        await app`insert into bench_orders (t0, item, amount) select ${String(Date.now())}, 'item', n from generate_series(1, 1000) n`;
+      }
+      await until(async () => (await receiver.stats()).count >= rows);
+      await until(async () => (await attempts()) >= logged + rows);
+      return rows / ((performance.now() - started) / 1000);
+    },
+    async stop() {
+      await Promise.all([front.stop(), worker.stop()]);
+      await app.end();
+      await database.drop();
+    },
+  };
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+
+export async function benchCompare(ref = 'HEAD'): Promise<void> {
+  const git = (...args: string[]) => execFileSync('git', args, { encoding: 'utf8', stdio: 'pipe' }).trim();
+  const commit = git('rev-parse', '--verify', `${ref}^{commit}`);
+  console.log(`\n## Compare: this checkout against ${ref} (${commit.slice(0, 12)}), ${ROUNDS} rounds of ${ROWS} rows each, taking turns`);
+  const checkout = join(tmpdir(), `gateway-compare-${commit.slice(0, 12)}`);
+  rmSync(checkout, { recursive: true, force: true });
+  git('worktree', 'prune');
+  git('worktree', 'add', '--detach', checkout, commit);
+  symlinkSync(resolve('node_modules'), join(checkout, 'node_modules'));
+  const receiver = await startReceiver();
+  const stacks: Stack[] = [];
+  try {
+    stacks.push(await startStack('base', checkout, receiver), await startStack('this', process.cwd(), receiver));
+    const [base, current] = stacks as [Stack, Stack];
+    for (const stack of stacks) await stack.deliver(WARM_UP); // compiled code, open connections
+    const rounds: { base: Record<string, number>; current: Record<string, number> }[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      // Each goes first in every other round, so that a drift within a round favours neither.
+      const measure = async (stack: Stack) => {
+        const { result, perRow } = await cpuPerRow(stack.groups, ROWS, () => stack.deliver(ROWS));
+        return { ...perRow, total: Object.values(perRow).reduce((sum, value) => sum + value, 0), 'rows/s': result };
+      };
+      if (round % 2 === 0) {
+        const b = await measure(base);
+        rounds.push({ base: b, current: await measure(current) });
+      } else {
+        const c = await measure(current);
+        rounds.push({ base: await measure(base), current: c });
+      }
+    }
+    const names = ['rows/s', 'total', ...Object.keys(base.groups)];
+    const figure = (name: string, value: number) => (name === 'rows/s' ? formatRate(value) : `${Math.round(value)} µs`);
+    printTable([
+      ['per delivered row (CPU by process)', `${ref} (median)`, 'this (median)', 'this / base (median of rounds)', 'rounds'],
+      ...names.map((name) => {
+        const ratios = rounds.map((round) => round.current[name]! / round.base[name]!);
+        return [
+          name,
+          figure(name, median(rounds.map((round) => round.base[name]!))),
+          figure(name, median(rounds.map((round) => round.current[name]!))),
+          median(ratios).toFixed(2),
+          ratios.map((ratio) => ratio.toFixed(2)).join(' '),
+        ];
+      }),
+    ]);
+  } finally {
+    await Promise.all(stacks.map((stack) => stack.stop()));
+    receiver.stop();
+    git('worktree', 'remove', '--force', checkout);
+  }
+}
