@@ -302,7 +302,11 @@ async function takeChanges(db: Db, limit: number, maxBytes: number): Promise<Cha
         select id from (select id, sum(bytes) over (order by id) - bytes as before from locked) as l
         where before < ${maxBytes})
       select o.id, o.operation, o.table_name, o.old_row, o.new_row, o.changed_at
-      from webhook_gateway.outbox o join taken using (id) order by o.id`,
+      from webhook_gateway.outbox o where o.id = any(array(select id from taken)) order by o.id`,
+    // Prepared: its generic plan is made once, maybe on an empty outbox. Joined to `taken`, that
+    // plan read the whole outbox on every batch (57 ms a batch with 146,000 changes waiting,
+    // against 2 ms); reading the ids as an array, it goes through the primary key whatever the
+    // outbox held when it was planned.
     { prepared: true },
   );
   return rows.map((row) => ({
