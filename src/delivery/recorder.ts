@@ -191,8 +191,13 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<n
       next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
       last_http_status = o.http_status, last_error = o.error, updated_at = now()
     from outcome o
-    where d.id = o.delivery_id and d.generation = o.generation and d.attempts < o.attempt
+    where d.id = any(array(select delivery_id from outcome))
+      and d.id = o.delivery_id and d.generation = o.generation and d.attempts < o.attempt
     returning d.id`,
+    // Prepared, its generic plan is made once per connection, maybe while deliveries is nearly
+    // empty: joined on `d.id = o.delivery_id` alone, that plan read every delivery on every batch
+    // for the life of the connection. The ids as an array go through the primary key whatever
+    // the table held when it was planned.
     { prepared: true },
   );
   return new Set(rows.map((row) => Number(row.id)));
