@@ -203,10 +203,6 @@ async function insertMessagePart(db: Db, rows: NewMessage[]): Promise<void> {
  */
 async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<{ queued: DeliveryToQueue[]; unqueued: number }> {
   if (rows.length === 0) return { queued: [], unqueued: 0 };
-  // Planned on every batch, not prepared: a generic plan made while the table is small (a new
-  // installation, or statistics not yet gathered) scans every delivery for the `exists`, on every
-  // batch, for the life of the connection; planned with the table's size, it reads the partial
-  // index of deliveries waiting unqueued (usually empty).
   const inserted = await queryRows<{ id: string | number; message_id: string; url: string; next_attempt_at: string | Date; queued: boolean }>(
     db,
     sql`with waiting as (
@@ -218,6 +214,7 @@ async function insertDeliveries(db: Db, rows: NewDelivery[]): Promise<{ queued: 
       from unnest(${sql.param(rows.map((row) => row.messageId))}::uuid[], ${sql.param(rows.map((row) => row.webhookId))}::text[],
         ${sql.param(rows.map((row) => row.url))}::text[]) as d(message_id, webhook_id, url)
       returning id, message_id, url, next_attempt_at, queued`,
+    { prepared: true },
   );
   const idOf = new Map(inserted.map((row) => [`${row.message_id} ${row.url}`, row]));
   const queued: DeliveryToQueue[] = [];
