@@ -5,10 +5,11 @@ import type { Redis } from 'ioredis';
 // spacing); Redis' clock serves every process. KEYS[2] holds the webhook's newest throttle epoch,
 // raised by the first booking in a newer one. Also draws each call's place in line for its URL
 // (KEYS[3..]: hashes, `next` drawn, `served` let go, `at` when the last let go left (the next
-// may go half a slot later), `holder` the call whose saying it left sets `at`, `queued` the last ticket that queued for its
-// slot), which the permit keeps in order. ARGV: the spacing, the time to live of lines and epoch,
-// the epoch, the slack (ms: a slot further out queues), then for each call the index of its
-// URL's line among KEYS[3..]. Returns {wait in ms, ticket} for each call, flattened.
+// may go half a slot later), `holder` the call whose saying it left sets `at`, `queued` the
+// last ticket that queued for its slot), which the permit keeps in order. ARGV: the spacing,
+// the time to live of lines and epoch, the epoch, the slack (ms: a slot further out queues),
+// then for each call the index of its URL's line among KEYS[3..]. Returns {wait in ms, ticket}
+// for each call, flattened.
 const RESERVE_SLOTS = `
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
