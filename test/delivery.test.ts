@@ -533,6 +533,24 @@ describe('attempt log', () => {
     expect(logged).toEqual([1, 2]);
   });
 
+  it('skips the attempt of a message already deleted with its webhook, and stores the rest of its batch', async () => {
+    const path = `/gone-before-${counter + 1}`;
+    const { table, webhook } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) values ('kept'), ('deleted')`);
+    const ids = await waitFor(async () => (receiver.callsTo(path).length === 2 ? receiver.callsTo(path).map((call) => call.headers['webhook-id'] as string) : undefined));
+    await Promise.all(ids.map((id) => waitForStatus(id, 'SUCCEEDED')));
+    const rows = await app<{ id: string; url: string; event_id: string; message_id: string }[]>`
+      select d.id, d.url, m.event_id, d.message_id from webhook_gateway.deliveries d join webhook_gateway.messages m on m.id = d.message_id
+      where d.message_id in ${app(ids)} order by m.seq`;
+    const [kept, deleted] = [rows[0]!, rows[1]!];
+    const record = await recorderFor(webhook.Id);
+
+    await app`delete from webhook_gateway.messages where id = ${deleted.message_id}`;
+    expect(await Promise.all([record(kept, 2, { ok: true, httpStatus: 200 }), record(deleted, 2, { ok: true, httpStatus: 200 })])).toEqual([true, false]);
+    expect((await message(kept.message_id)).attempts.map((attempt: any) => attempt.attempt)).toEqual([1, 2]);
+    expect(await app`select 1 from webhook_gateway.delivery_attempts where message_id = ${deleted.message_id}`).toHaveLength(0);
+  });
+
   it('stores the rest of a batch when Postgres refuses one attempt, and that one without its text', async () => {
     const { webhook, messageId, rows } = await deliveredTwice(`/refused-${counter + 1}`);
     // Second attempts for both URLs, recorded in one batch; the second one's error holds a NUL.

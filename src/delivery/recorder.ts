@@ -177,7 +177,8 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<n
       insert into webhook_gateway.delivery_attempts
         (message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded, http_status, duration_ms, error, response_body)
       select message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded, http_status, duration_ms, error, response_body
-      from outcome o where exists (select 1 from webhook_gateway.messages m where m.id = o.message_id)
+      from outcome o
+      where o.message_id in (select id from webhook_gateway.messages where id = any(array(select message_id from outcome)))
       returning webhook_id, event_id, attempted_at, succeeded
     ),
     counted as (
@@ -194,10 +195,10 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<n
     where d.id = any(array(select delivery_id from outcome))
       and d.id = o.delivery_id and d.generation = o.generation and d.attempts < o.attempt
     returning d.id`,
-    // Prepared, its generic plan is made once per connection, maybe while deliveries is nearly
-    // empty: joined on `d.id = o.delivery_id` alone, that plan read every delivery on every batch
-    // for the life of the connection. The ids as an array go through the primary key whatever
-    // the table held when it was planned.
+    // Prepared, its generic plan is made once per connection, maybe while the tables are nearly
+    // empty: joined on `d.id = o.delivery_id` (or `exists` on messages) alone, that plan read
+    // every delivery (every message) on every batch for the life of the connection. The ids as
+    // an array go through the primary keys whatever the tables held when it was planned.
     { prepared: true },
   );
   return new Set(rows.map((row) => Number(row.id)));
