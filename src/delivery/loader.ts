@@ -105,15 +105,19 @@ export class DeliveryLoader {
     // Prepared, and planned once per connection: planning this join took four times as long as
     // running it for a batch of 40. The ids are read through a sub-select so that the planner
     // cannot see how many there are: a plan for a few ids would look cheaper than the generic
-    // one, and Postgres would keep planning afresh for every small batch.
+    // one, and Postgres would keep planning afresh for every small batch. The message and the
+    // webhook are looked up per delivery (`offset 0` keeps the lookups from being merged into a
+    // join): a plan made while the tables were nearly empty would otherwise hash every message
+    // on every batch for the life of the connection.
     const rows = await queryRows<WorkRow>(
       this.db,
       sql`select d.id as delivery_id, d.generation, d.status, d.attempts, d.next_attempt_at, d.url, d.message_id,
             m.created_at as message_created_at, m.event_id, m.body, w.id as webhook_id, w.call_throttling, w.throttle_epoch, w.secret, w.previous_secret,
             coalesce(w.previous_secret_expires_at > now(), false) as previous_secret_valid
           from webhook_gateway.deliveries d
-          join webhook_gateway.messages m on m.id = d.message_id
-          join webhook_gateway.webhooks w on w.id = d.webhook_id
+          cross join lateral (select created_at, event_id, body from webhook_gateway.messages m where m.id = d.message_id offset 0) m
+          cross join lateral (select id, call_throttling, throttle_epoch, secret, previous_secret, previous_secret_expires_at
+            from webhook_gateway.webhooks w where w.id = d.webhook_id offset 0) w
           where d.id = any(array(select unnest(${sql.param(ids)}::bigint[])))`,
       { prepared: true },
     );
