@@ -20,6 +20,7 @@ import {
   restClient,
   spawnGateway,
   startReceiver,
+  type GatewayProcess,
   until,
   type CpuGroups,
   type ReceiverProcess,
@@ -39,13 +40,25 @@ interface Stack {
 async function startStack(name: string, checkout: string, receiver: ReceiverProcess): Promise<Stack> {
   const database = await createBenchDatabase();
   const env = { DATABASE_URL: database.url, ALLOW_PRIVATE_TARGETS: 'true', CALL_THROTTLING_MAX: '100000', ...BOOTSTRAP_ENV };
-  const front = await spawnGateway({ ...env, ROLES: 'api,dispatcher' }, { cwd: checkout });
-  const worker = await spawnGateway({ ...env, ROLES: 'worker' }, { cwd: checkout });
   const app = postgres(database.url, { max: 4, onnotice: () => {} });
-  const rest = restClient(/listening on (\S+)/.exec(front.output())![1]!);
-  await app`create table bench_orders (id serial primary key, t0 text, item text, amount numeric)`;
-  const webhook = await rest('POST', '/outgoingWebhooks', { Name: 'bench', OutgoingUrls: [`${receiver.url}/${name}`], CallThrottling: 100_000 });
-  await rest('POST', `/outgoingWebhooks/${webhook.Id}/events`, { EventType: 'table.recordInsert', ObjectName: 'bench_orders' });
+  const processes: GatewayProcess[] = [];
+  const stop = async () => {
+    await Promise.allSettled(processes.map((process) => process.stop()));
+    await app.end();
+    await database.drop();
+  };
+  try {
+    processes.push(await spawnGateway({ ...env, ROLES: 'api,dispatcher' }, { cwd: checkout }));
+    processes.push(await spawnGateway({ ...env, ROLES: 'worker' }, { cwd: checkout }));
+    const rest = restClient(/listening on (\S+)/.exec(processes[0]!.output())![1]!);
+    await app`create table bench_orders (id serial primary key, t0 text, item text, amount numeric)`;
+    const webhook = await rest('POST', '/outgoingWebhooks', { Name: 'bench', OutgoingUrls: [`${receiver.url}/${name}`], CallThrottling: 100_000 });
+    await rest('POST', `/outgoingWebhooks/${webhook.Id}/events`, { EventType: 'table.recordInsert', ObjectName: 'bench_orders' });
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  const [front, worker] = processes as [GatewayProcess, GatewayProcess];
   const attempts = async () => (await app<[{ n: number }]>`select count(*)::int as n from webhook_gateway.delivery_attempts`)[0].n;
   return {
     groups: {
@@ -67,11 +80,7 @@ async function startStack(name: string, checkout: string, receiver: ReceiverProc
       await until(async () => (await attempts()) >= logged + rows);
       return rows / ((performance.now() - started) / 1000);
     },
-    async stop() {
-      await Promise.all([front.stop(), worker.stop()]);
-      await app.end();
-      await database.drop();
-    },
+    stop,
   };
 }
 
@@ -89,11 +98,13 @@ export async function benchCompare(ref = 'HEAD'): Promise<void> {
   rmSync(checkout, { recursive: true, force: true });
   git('worktree', 'prune');
   git('worktree', 'add', '--detach', checkout, commit);
-  symlinkSync(resolve('node_modules'), join(checkout, 'node_modules'));
-  const receiver = await startReceiver();
+  let receiver: ReceiverProcess | undefined;
   const stacks: Stack[] = [];
   try {
-    stacks.push(await startStack('base', checkout, receiver), await startStack('this', process.cwd(), receiver));
+    symlinkSync(resolve('node_modules'), join(checkout, 'node_modules'));
+    receiver = await startReceiver();
+    stacks.push(await startStack('base', checkout, receiver));
+    stacks.push(await startStack('this', process.cwd(), receiver));
     const [base, current] = stacks as [Stack, Stack];
     for (const stack of stacks) await stack.deliver(WARM_UP); // compiled code, open connections
     const rounds: { base: Record<string, number>; current: Record<string, number> }[] = [];
@@ -114,7 +125,7 @@ export async function benchCompare(ref = 'HEAD'): Promise<void> {
     const names = ['rows/s', 'total', ...Object.keys(base.groups)];
     const figure = (name: string, value: number) => (name === 'rows/s' ? formatRate(value) : `${Math.round(value)} µs`);
     printTable([
-      ['per delivered row (CPU by process)', `${ref} (median)`, 'this (median)', 'this / base (median of rounds)', 'rounds'],
+      ['per delivered row (CPU by process)', `${ref} (median)`, 'this (median)', 'this / base (median of rounds; CPU: below 1 is less)', 'rounds'],
       ...names.map((name) => {
         const ratios = rounds.map((round) => round.current[name]! / round.base[name]!);
         return [
@@ -127,8 +138,8 @@ export async function benchCompare(ref = 'HEAD'): Promise<void> {
       }),
     ]);
   } finally {
-    await Promise.all(stacks.map((stack) => stack.stop()));
-    receiver.stop();
+    await Promise.allSettled(stacks.map((stack) => stack.stop()));
+    receiver?.stop();
     git('worktree', 'remove', '--force', checkout);
   }
 }

@@ -6,7 +6,7 @@ import { createLogger } from '../src/logger';
 
 // Benchmarks make their databases as the tests do: on the local server, dropped afterwards.
 export { createTestDatabase as createBenchDatabase } from '../test/support/gateway';
-export { spawnGateway } from '../test/support/process';
+export { spawnGateway, type GatewayProcess } from '../test/support/process';
 
 const BOOTSTRAP = { id: 'bench-admin-client', secret: 'bench-admin-secret-0123456789' };
 
@@ -102,14 +102,14 @@ export function pidsNamed(name: string): number[] {
 
 /**
  * The Postgres server's processes that work for one database: its backends (their command line
- * reads `postgres: <cluster>: <user> <database> <host>(<port>) …`) and the shared background
+ * reads `postgres: [<cluster>: ]<user> <database> <host>(<port>) …`) and the shared background
  * ones (checkpointer, WAL writer, …), not other databases' backends.
  */
 export function postgresPidsFor(database: string): number[] {
   return pidsNamed('postgres').filter((pid) => {
     try {
       const title = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      const backend = /^postgres: [^:]+: \S+ (\S+) \S+\(\d+\)/.exec(title);
+      const backend = /^postgres: (?:\S+: )?\S+ (\S+) (?:\S+\(\d+\)|\[local\])/.exec(title);
       return !backend || backend[1] === database;
     } catch {
       return false;

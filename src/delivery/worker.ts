@@ -225,8 +225,9 @@ export class DeliveryWorker {
         'webhook-timestamp': String(timestamp),
         'webhook-signature': signMessage(work.signingKeys, work.messageId, timestamp, work.body),
       });
-      // The request is with its connection now: the next call in the URL's line may follow. (If
-      // this fails, the next waits a little longer for it, and that is all.)
+      // The request is with undici now, and written already if the URL had an idle keep-alive
+      // connection (the usual case; a new connection can still be overtaken): the next call in
+      // the URL's line may follow. (If this fails, the next waits a second for it, and that is all.)
       if (holdsLine) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
       return { attemptedAt, result: await sending };
     } finally {
