@@ -507,8 +507,8 @@ describe('attempt log', () => {
     expect(delivery).toMatchObject({ status: 'SUCCEEDED', attempts: 1 });
   });
 
-  it('stores the rest of a batch whose other message is deleted with its webhook meanwhile', async () => {
-    const path = `/deleted-${counter + 1}`;
+  /** Two messages delivered once each to one URL (the first to keep, the second to delete), and their deliveries. */
+  async function keptAndDeleted(path: string) {
     const { table, webhook } = await setup([path]);
     await app.unsafe(`insert into "${table}" (note) values ('kept'), ('deleted')`);
     const ids = await waitFor(async () => (receiver.callsTo(path).length === 2 ? receiver.callsTo(path).map((call) => call.headers['webhook-id'] as string) : undefined));
@@ -516,7 +516,11 @@ describe('attempt log', () => {
     const rows = await app<{ id: string; url: string; event_id: string; message_id: string }[]>`
       select d.id, d.url, m.event_id, d.message_id from webhook_gateway.deliveries d join webhook_gateway.messages m on m.id = d.message_id
       where d.message_id in ${app(ids)} order by m.seq`;
-    const [kept, deleted] = [rows[0]!, rows[1]!];
+    return { webhook, kept: rows[0]!, deleted: rows[1]! };
+  }
+
+  it('stores the rest of a batch whose other message is deleted with its webhook meanwhile', async () => {
+    const { webhook, kept, deleted } = await keptAndDeleted(`/deleted-${counter + 1}`);
     const record = await recorderFor(webhook.Id);
 
     // The deletion holds its locks while the batch is written; the batch's statement saw the
@@ -534,15 +538,7 @@ describe('attempt log', () => {
   });
 
   it('skips the attempt of a message already deleted with its webhook, and stores the rest of its batch', async () => {
-    const path = `/gone-before-${counter + 1}`;
-    const { table, webhook } = await setup([path]);
-    await app.unsafe(`insert into "${table}" (note) values ('kept'), ('deleted')`);
-    const ids = await waitFor(async () => (receiver.callsTo(path).length === 2 ? receiver.callsTo(path).map((call) => call.headers['webhook-id'] as string) : undefined));
-    await Promise.all(ids.map((id) => waitForStatus(id, 'SUCCEEDED')));
-    const rows = await app<{ id: string; url: string; event_id: string; message_id: string }[]>`
-      select d.id, d.url, m.event_id, d.message_id from webhook_gateway.deliveries d join webhook_gateway.messages m on m.id = d.message_id
-      where d.message_id in ${app(ids)} order by m.seq`;
-    const [kept, deleted] = [rows[0]!, rows[1]!];
+    const { webhook, kept, deleted } = await keptAndDeleted(`/gone-before-${counter + 1}`);
     const record = await recorderFor(webhook.Id);
 
     await app`delete from webhook_gateway.messages where id = ${deleted.message_id}`;
