@@ -107,13 +107,13 @@ export async function benchCompare(ref = 'HEAD'): Promise<void> {
     stacks.push(await startStack('this', process.cwd(), receiver));
     const [base, current] = stacks as [Stack, Stack];
     for (const stack of stacks) await stack.deliver(WARM_UP); // compiled code, open connections
+    const measure = async (stack: Stack) => {
+      const { result, perRow } = await cpuPerRow(stack.groups, ROWS, () => stack.deliver(ROWS));
+      return { ...perRow, total: Object.values(perRow).reduce((sum, value) => sum + value, 0), 'rows/s': result };
+    };
     const rounds: { base: Record<string, number>; current: Record<string, number> }[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       // Each goes first in every other round, so that a drift within a round favours neither.
-      const measure = async (stack: Stack) => {
-        const { result, perRow } = await cpuPerRow(stack.groups, ROWS, () => stack.deliver(ROWS));
-        return { ...perRow, total: Object.values(perRow).reduce((sum, value) => sum + value, 0), 'rows/s': result };
-      };
       if (round % 2 === 0) {
         const b = await measure(base);
         rounds.push({ base: b, current: await measure(current) });

@@ -67,6 +67,7 @@ it('holds CallThrottling across two worker processes, in order, without slowing 
 
 describe('calls that wake up late and bunch together', () => {
   const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
   /** Deletes what a test wrote under its prefix (the lines live a day), then disconnects. */
   async function cleanUp(client: Redis, prefix: string): Promise<void> {
@@ -87,7 +88,7 @@ describe('calls that wake up late and bunch together', () => {
             if (permit.holdsLine) await throttle.callLeft('hook', slot.url, slot); // as its worker does, once the call is made
             return;
           }
-          await new Promise((resolve) => setTimeout(resolve, permit.waitMs));
+          await sleep(permit.waitMs);
         }
       }),
     );
@@ -118,7 +119,6 @@ describe('calls that wake up late and bunch together', () => {
   it('wait for the call before them to say it left, then half a slot; or, if it never says, a second', async () => {
     const client = new Redis(redisUrl);
     const prefix = `test-line-${randomUUID()}`;
-    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
     try {
       const throttle = new Throttle(client, prefix);
       const ask = (webhookId: string, slot: Slot) => throttle.acquirePermit(webhookId, 'u', 10, slot, randomUUID());
@@ -162,7 +162,6 @@ describe('calls that wake up late and bunch together', () => {
   it('still follow the call holding the line when one between them gave up its place', async () => {
     const client = new Redis(redisUrl);
     const prefix = `test-line-${randomUUID()}`;
-    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
     try {
       const throttle = new Throttle(client, prefix);
       const ask = (slot: Slot) => throttle.acquirePermit('hook', 'u', 10, slot, randomUUID());

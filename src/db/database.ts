@@ -137,6 +137,11 @@ const dialect = new PgDialect();
  * Rows of a raw SQL query: postgres.js answers with an array, PGlite with `{ rows }`.
  * `prepared`: for the hot path's statements, whose text does not change (batches go as arrays):
  * on postgres.js the statement is prepared once per connection and planned once, not per call.
+ * That one plan may be made while the tables are nearly empty (a new installation, statistics
+ * not yet gathered), and then kept: a join to a large table must not leave it free to scan it.
+ * Reach large tables by primary key, with the ids as an array (`id = any(array(select …))`) or
+ * in a lateral lookup (`offset 0` keeping it from being merged into a join); a plain join or
+ * `exists` was planned as a scan of the whole table, run on every batch.
  */
 export async function queryRows<T>(db: Db, query: SQL, options: { prepared?: boolean } = {}): Promise<T[]> {
   // drizzle keeps the driver's client on the session: a transaction's is its own connection.

@@ -106,9 +106,7 @@ export class DeliveryLoader {
     // running it for a batch of 40. The ids are read through a sub-select so that the planner
     // cannot see how many there are: a plan for a few ids would look cheaper than the generic
     // one, and Postgres would keep planning afresh for every small batch. The message and the
-    // webhook are looked up per delivery (`offset 0` keeps the lookups from being merged into a
-    // join): a plan made while the tables were nearly empty would otherwise hash every message
-    // on every batch for the life of the connection.
+    // webhook are looked up per delivery, whatever the plan (see queryRows).
     const rows = await queryRows<WorkRow>(
       this.db,
       sql`select d.id as delivery_id, d.generation, d.status, d.attempts, d.next_attempt_at, d.url, d.message_id,

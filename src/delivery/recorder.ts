@@ -195,10 +195,7 @@ async function recordOutcomes(db: Db, outcomes: AttemptOutcome[]): Promise<Set<n
     where d.id = any(array(select delivery_id from outcome))
       and d.id = o.delivery_id and d.generation = o.generation and d.attempts < o.attempt
     returning d.id`,
-    // Prepared, its generic plan is made once per connection, maybe while the tables are nearly
-    // empty: joined on `d.id = o.delivery_id` (or `exists` on messages) alone, that plan read
-    // every delivery (every message) on every batch for the life of the connection. The ids as
-    // an array go through the primary keys whatever the tables held when it was planned.
+    // Deliveries and messages by their ids as arrays, whatever the plan (see queryRows).
     { prepared: true },
   );
   return new Set(rows.map((row) => Number(row.id)));
