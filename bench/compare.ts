@@ -2,8 +2,9 @@
 // by default, so that uncommitted changes are what is measured). This machine's speed drifts by
 // a third within minutes, so two separate runs cannot show a 5% change; here both run side by
 // side, each a full stack (its own database, an API + dispatcher process and a worker process,
-// from its own checkout) sharing one receiver, and take turns over rounds of the same rows. Each
-// round's figures are compared with the other side's next to it, and the medians printed.
+// from its own checkout) sharing one receiver, and take turns over rounds of the same rows, then
+// over rounds of a steady 1,000 rows/s for the commit-to-receipt latency. Each round's figures are
+// compared with the other side's next to it, and the medians printed.
 import { execFileSync } from 'node:child_process';
 import { rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,12 +15,14 @@ import {
   cpuPerRow,
   createBenchDatabase,
   formatRate,
+  percentile,
   pidsNamed,
   postgresPidsFor,
   printTable,
   restClient,
   spawnGateway,
   startReceiver,
+  steadyLatencies,
   type GatewayProcess,
   until,
   type CpuGroups,
@@ -29,11 +32,17 @@ import {
 const ROUNDS = Number(process.env.BENCH_COMPARE_ROUNDS ?? 8);
 const ROWS = 10_000;
 const WARM_UP = 2000;
+/** Rounds of commit-to-receipt latency at a steady rate, taking turns too: p99 swings with the machine as much as the rate does. */
+const STEADY_ROUNDS = Number(process.env.BENCH_COMPARE_STEADY_ROUNDS ?? 8);
+const STEADY_RATE = 1000;
+const STEADY_SECONDS = 5;
 
 interface Stack {
   groups: CpuGroups;
   /** Inserts `rows` rows into the watched table; resolves with the rate once every call arrived and every attempt is logged. */
   deliver(rows: number): Promise<number>;
+  /** Commit-to-receipt latencies (ms, sorted) of `seconds` at `rate` rows a second. */
+  steady(rate: number, seconds: number): Promise<number[]>;
   stop(): Promise<void>;
 }
 
@@ -80,6 +89,7 @@ async function startStack(name: string, checkout: string, receiver: ReceiverProc
       await until(async () => (await attempts()) >= logged + rows);
       return rows / ((performance.now() - started) / 1000);
     },
+    steady: (rate, seconds) => steadyLatencies(app, receiver, rate, seconds),
     stop,
   };
 }
@@ -89,6 +99,23 @@ const median = (values: number[]) => {
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 };
+
+type Round = { base: Record<string, number>; current: Record<string, number> };
+
+/** Measures both stacks `rounds` times, each going first in every other round, so that a drift within a round favours neither. */
+async function takeTurns(rounds: number, base: Stack, current: Stack, measure: (stack: Stack) => Promise<Record<string, number>>): Promise<Round[]> {
+  const measured: Round[] = [];
+  for (let round = 0; round < rounds; round++) {
+    if (round % 2 === 0) {
+      const b = await measure(base);
+      measured.push({ base: b, current: await measure(current) });
+    } else {
+      const c = await measure(current);
+      measured.push({ base: await measure(base), current: c });
+    }
+  }
+  return measured;
+}
 
 export async function benchCompare(ref = 'HEAD'): Promise<void> {
   const git = (...args: string[]) => execFileSync('git', args, { encoding: 'utf8', stdio: 'pipe' }).trim();
@@ -111,31 +138,30 @@ export async function benchCompare(ref = 'HEAD'): Promise<void> {
       const { result, perRow } = await cpuPerRow(stack.groups, ROWS, () => stack.deliver(ROWS));
       return { ...perRow, total: Object.values(perRow).reduce((sum, value) => sum + value, 0), 'rows/s': result };
     };
-    const rounds: { base: Record<string, number>; current: Record<string, number> }[] = [];
-    for (let round = 0; round < ROUNDS; round++) {
-      // Each goes first in every other round, so that a drift within a round favours neither.
-      if (round % 2 === 0) {
-        const b = await measure(base);
-        rounds.push({ base: b, current: await measure(current) });
-      } else {
-        const c = await measure(current);
-        rounds.push({ base: await measure(base), current: c });
-      }
-    }
+    const rounds = await takeTurns(ROUNDS, base, current, measure);
+    const latency = async (stack: Stack) => {
+      const latencies = await stack.steady(STEADY_RATE, STEADY_SECONDS);
+      return { 'p50 ms': percentile(latencies, 50), 'p99 ms': percentile(latencies, 99) };
+    };
+    const steadyRounds = await takeTurns(STEADY_ROUNDS, base, current, latency);
     const names = ['rows/s', 'total', ...Object.keys(base.groups)];
-    const figure = (name: string, value: number) => (name === 'rows/s' ? formatRate(value) : `${Math.round(value)} µs`);
+    const figure = (name: string, value: number) =>
+      name === 'rows/s' ? formatRate(value) : name.endsWith(' ms') ? `${Math.round(value)} ms` : `${Math.round(value)} µs`;
+    const compared = (measured: Round[], name: string) => {
+      const ratios = measured.map((round) => round.current[name]! / round.base[name]!);
+      return [
+        name,
+        figure(name, median(measured.map((round) => round.base[name]!))),
+        figure(name, median(measured.map((round) => round.current[name]!))),
+        median(ratios).toFixed(2),
+        ratios.map((ratio) => ratio.toFixed(2)).join(' '),
+      ];
+    };
     printTable([
       ['per delivered row (CPU by process)', `${ref} (median)`, 'this (median)', 'this / base (median of rounds; CPU: below 1 is less)', 'rounds'],
-      ...names.map((name) => {
-        const ratios = rounds.map((round) => round.current[name]! / round.base[name]!);
-        return [
-          name,
-          figure(name, median(rounds.map((round) => round.base[name]!))),
-          figure(name, median(rounds.map((round) => round.current[name]!))),
-          median(ratios).toFixed(2),
-          ratios.map((ratio) => ratio.toFixed(2)).join(' '),
-        ];
-      }),
+      ...names.map((name) => compared(rounds, name)),
+      [`commit -> receipt at ${STEADY_RATE}/s (${STEADY_ROUNDS} rounds of ${STEADY_SECONDS} s)`, '', '', '', ''],
+      ...['p50 ms', 'p99 ms'].map((name) => compared(steadyRounds, name)),
     ]);
   } finally {
     await Promise.allSettled(stacks.map((stack) => stack.stop()));

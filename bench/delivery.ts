@@ -2,7 +2,21 @@ import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { Agent, request } from 'undici';
-import { cpuPerRow, createBenchDatabase, formatRate, pidsNamed, printTable, spawnGateway, startBenchGateway, startReceiver, until, type CpuGroups, type ReceiverProcess } from './support';
+import {
+  cpuPerRow,
+  createBenchDatabase,
+  formatRate,
+  percentile,
+  pidsNamed,
+  printTable,
+  spawnGateway,
+  startBenchGateway,
+  startReceiver,
+  steadyLatencies,
+  until,
+  type CpuGroups,
+  type ReceiverProcess,
+} from './support';
 
 const RAW_JOBS = 20_000;
 /** Run first and not counted, in (a) and (b) alike: the measured runs start with compiled code and open connections. */
@@ -84,8 +98,6 @@ function describeCpu(rounds: Record<string, number>[]): string {
   return `total ${Math.round(total)}: ${parts.join(', ')}`;
 }
 
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-
 /**
  * The gateway end to end: rows inserted into a watched table until the receiver has every signed
  * call and every attempt is logged; against the raw ceiling measured in the same run.
@@ -151,16 +163,7 @@ export async function benchDelivery(): Promise<void> {
     const rounds = (rates: number[]) => `${formatRate(mean(rates))} (${rates.map((rate) => formatRate(rate).replace('/s', '')).join(', ')})`;
 
     // (d) Latency at a steady rate: 10 rows every 10 ms, each batch its own transaction.
-    await receiver.reset();
-    const perTick = STEADY_RATE / 100;
-    const steadyStart = Date.now();
-    for (let tick = 0; tick < STEADY_SECONDS * 100; tick++) {
-      const due = steadyStart + tick * 10;
-      if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
-      await app`insert into bench_orders (t0, item, amount) select ${String(Date.now())}, 'steady', n from generate_series(1, ${perTick}) n`;
-    }
-    await until(async () => (await receiver.stats()).count >= STEADY_RATE * STEADY_SECONDS);
-    const latencies = ((await receiver.stats(true)).latencies ?? []).sort((a, b) => a - b);
+    const latencies = await steadyLatencies(app, receiver, STEADY_RATE, STEADY_SECONDS);
     const stages = await latencyStages(app);
 
     printTable([

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import type postgres from 'postgres';
 import { readdirSync, readFileSync } from 'node:fs';
 import { loadConfig } from '../src/config';
 import { startGateway, type Gateway } from '../src/gateway';
@@ -163,4 +164,24 @@ export async function cpuPerRow<T>(groups: CpuGroups, rows: number, run: () => P
   const result = await run();
   const after = used();
   return { result, perRow: Object.fromEntries(Object.keys(pids).map((name) => [name, ((after[name]! - before[name]!) / rows) * 1e6])) };
+}
+
+export const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+
+/**
+ * Inserts `rate` rows a second into `bench_orders` for `seconds`: a hundredth of them every 10
+ * ms, each tick its own transaction, every row's `t0` the time its insert was sent. Resolves with
+ * the receiver's commit-to-receipt latencies (ms, sorted) once every call arrived.
+ */
+export async function steadyLatencies(app: postgres.Sql, receiver: ReceiverProcess, rate: number, seconds: number, item = 'steady'): Promise<number[]> {
+  await receiver.reset();
+  const perTick = rate / 100;
+  const start = Date.now();
+  for (let tick = 0; tick < seconds * 100; tick++) {
+    const due = start + tick * 10;
+    if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
+    await app`insert into bench_orders (t0, item, amount) select ${String(Date.now())}, ${item}, n from generate_series(1, ${perTick}) n`;
+  }
+  await until(async () => (await receiver.stats()).count >= rate * seconds);
+  return ((await receiver.stats(true)).latencies ?? []).sort((a, b) => a - b);
 }
