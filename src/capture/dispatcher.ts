@@ -10,8 +10,7 @@ import { webhookEvents, type EventType } from '../events/tables';
 import type { Logger } from '../logger';
 import { countHourOf } from '../messages/stats';
 import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, type HookValues } from '../messages/payload';
-import { urlsByWebhook } from '../webhooks/service';
-import { webhooks } from '../webhooks/tables';
+import { webhooks, webhookUrls } from '../webhooks/tables';
 import {
   addDeliveryJobs,
   markUnqueued,
@@ -103,6 +102,26 @@ async function activeEventsFor(db: Db, tables: string[]): Promise<Map<string, Ma
     byTableAndType.set(key, list);
   }
   return byTableAndType;
+}
+
+/** The URLs of every webhook with an enabled event on one of the tables, in each webhook's order. */
+async function urlsOfWebhooksWatching(db: Db, tables: string[]): Promise<Map<string, string[]>> {
+  const watching = db
+    .select({ webhookId: webhookEvents.webhookId })
+    .from(webhookEvents)
+    .where(and(inArray(webhookEvents.objectName, tables), eq(webhookEvents.enabled, true)));
+  const rows = await db
+    .select({ webhookId: webhookUrls.webhookId, url: webhookUrls.url })
+    .from(webhookUrls)
+    .where(inArray(webhookUrls.webhookId, watching))
+    .orderBy(asc(webhookUrls.webhookId), asc(webhookUrls.position));
+  const byWebhook = new Map<string, string[]>();
+  for (const { webhookId, url } of rows) {
+    const urls = byWebhook.get(webhookId);
+    if (urls) urls.push(url);
+    else byWebhook.set(webhookId, [url]);
+  }
+  return byWebhook;
 }
 
 /** bytea columns per table: to_json renders them as `\x…` hex, receivers get base64. */
@@ -328,16 +347,17 @@ export async function dispatchBatch(
     const changes = await takeChanges(tx, limit, maxBytes);
     if (changes.length === 0) return { changes: 0, messages: 0, deliveries: [], unqueued: 0 };
     const tables = [...new Set(changes.map((change) => change.tableName))];
-    const events = await activeEventsFor(tx, tables);
+    // Queries issued together on the transaction's connection travel as one pipeline, one round
+    // trip, and run in order: the URLs are read after the events' webhooks are locked.
+    const [events, bytea, urls] = await Promise.all([
+      activeEventsFor(tx, tables),
+      byteaColumnsOf(tx, config.watchedSchema, tables),
+      urlsOfWebhooksWatching(tx, tables),
+    ]);
     if (events.size === 0) {
       await deleteChanges(tx, changes);
       return { changes: changes.length, messages: 0, deliveries: [], unqueued: 0 };
     }
-    // Queries issued together on the transaction's connection travel as one pipeline: one round trip.
-    const [bytea, urls] = await Promise.all([
-      byteaColumnsOf(tx, config.watchedSchema, tables),
-      urlsByWebhook(tx, [...new Set([...events.values()].flat().map((event) => event.webhookId))]),
-    ]);
     const created: NewMessage[] = [];
     const toDeliver: NewDelivery[] = [];
     for (const change of changes) {
