@@ -24,6 +24,11 @@ const WARM_UP = 2000;
 const ROUNDS = 2;
 const E2E_ROWS = 20_000;
 const STEADY_RATE = 1000;
+/**
+ * Windows of the steady phase, pooled for p50/p99 and each one's p99 printed too: a single
+ * 10-second window's p99 differs by up to 4x between runs of the same code on this machine.
+ */
+const STEADY_WINDOWS = 3;
 const STEADY_SECONDS = 10;
 const LONG_RUN = Number(process.env.BENCH_LONG_MESSAGES ?? 200_000);
 
@@ -163,7 +168,10 @@ export async function benchDelivery(): Promise<void> {
     const rounds = (rates: number[]) => `${formatRate(mean(rates))} (${rates.map((rate) => formatRate(rate).replace('/s', '')).join(', ')})`;
 
     // (d) Latency at a steady rate: 10 rows every 10 ms, each batch its own transaction.
-    const latencies = await steadyLatencies(app, receiver, STEADY_RATE, STEADY_SECONDS);
+    const windows: number[][] = [];
+    for (let window = 0; window < STEADY_WINDOWS; window++) windows.push(await steadyLatencies(app, receiver, STEADY_RATE, STEADY_SECONDS));
+    const latencies = windows.flat().sort((a, b) => a - b);
+    const windowP99s = windows.map((window) => percentile(window, 99)).join(', ');
     const stages = await latencyStages(app);
 
     printTable([
@@ -171,8 +179,8 @@ export async function benchDelivery(): Promise<void> {
       [`(a) raw ceiling: BullMQ job = undici POST (${RAW_JOBS} jobs per round)`, rounds(rawRates), ''],
       [`(b) gateway: insert -> signed delivery, attempt logged (${E2E_ROWS} rows per round)`, rounds(endToEndRates), ''],
       ['(c) b/a', (endToEnd / rawRate).toFixed(2), '>= 0.50'],
-      [`(d) commit -> receipt at ${STEADY_RATE}/s: p50`, `${percentile(latencies, 50)} ms`, ''],
-      [`(d) commit -> receipt at ${STEADY_RATE}/s: p99`, `${percentile(latencies, 99)} ms`, '<= 250 ms'],
+      [`(d) commit -> receipt at ${STEADY_RATE}/s for ${STEADY_WINDOWS * STEADY_SECONDS} s: p50`, `${percentile(latencies, 50)} ms`, ''],
+      [`(d) commit -> receipt at ${STEADY_RATE}/s: p99 (of each ${STEADY_SECONDS} s)`, `${percentile(latencies, 99)} ms (${windowP99s})`, '<= 250 ms'],
     ]);
     // Both are bound by the machine's CPU (its two cores are 85-90% busy in either), so b/a is about the ratio of these totals.
     console.log(`CPU per row in µs, by process (Linux /proc): (a) ${describeCpu(rawCpu)}; (b) ${describeCpu(endToEndCpu)}`);
