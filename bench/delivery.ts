@@ -169,9 +169,9 @@ export async function benchDelivery(): Promise<void> {
 
     // (d) Latency at a steady rate: 10 rows every 10 ms, each batch its own transaction.
     const windows: number[][] = [];
-    for (let window = 0; window < STEADY_WINDOWS; window++) windows.push(await steadyLatencies(app, receiver, STEADY_RATE, STEADY_SECONDS));
+    for (let index = 0; index < STEADY_WINDOWS; index++) windows.push(await steadyLatencies(app, receiver, STEADY_RATE, STEADY_SECONDS));
     const latencies = windows.flat().sort((a, b) => a - b);
-    const windowP99s = windows.map((window) => percentile(window, 99)).join(', ');
+    const windowP99s = windows.map((latenciesOfWindow) => percentile(latenciesOfWindow, 99)).join(', ');
     const stages = await latencyStages(app);
 
     printTable([

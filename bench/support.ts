@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
-import type postgres from 'postgres';
 import { readdirSync, readFileSync } from 'node:fs';
+import type postgres from 'postgres';
 import { loadConfig } from '../src/config';
 import { startGateway, type Gateway } from '../src/gateway';
 import { createLogger } from '../src/logger';
