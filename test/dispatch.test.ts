@@ -120,6 +120,37 @@ it('books a batch read during a change of CallThrottling under the new limit, on
   }
 });
 
+it('delivers to every URL a change whose event is deleted while its batch waits for the webhook', async () => {
+  const { api, app, dispatch } = await apiOnly();
+  try {
+    const token = await api.token();
+    const urls = ['https://hooks.example.com/first', 'https://hooks.example.com/second'];
+    const hook = await createWatchedWebhook(api, token, app, { table: 'Vanishing', urls });
+    await app`insert into "Vanishing" select from generate_series(1, 2)`;
+
+    // The event's deletion under way, holding the webhook's row as deleteEvent does: the batch's
+    // read of the events waits for it, and still returns the event once it commits; the URLs are
+    // read by a later statement, which no longer sees the event.
+    let batch: ReturnType<typeof dispatch> | undefined;
+    await app.begin(async (change) => {
+      await change`select 1 from webhook_gateway.webhooks where id = ${hook.Id} for update`;
+      await change`delete from webhook_gateway.webhook_events where webhook_id = ${hook.Id}`;
+      batch = dispatch();
+      const first = await Promise.race([batch.then(() => 'dispatched'), new Promise((resolve) => setTimeout(() => resolve('waiting'), 500))]);
+      expect(first).toBe('waiting');
+    });
+    const result = await batch!;
+    expect(result).toMatchObject({ changes: 2, messages: 2 });
+    const made = await app<{ message_id: string; url: string }[]>`
+      select message_id, url from webhook_gateway.deliveries order by message_id, url`;
+    expect(made).toHaveLength(4);
+    expect(new Set(made.map((delivery) => delivery.url))).toEqual(new Set(urls));
+  } finally {
+    await app.end();
+    await api.stop();
+  }
+});
+
 it('catches up with deliveries waiting unqueued under a steady load, however many each change makes', { timeout: 90_000 }, async () => {
   const { api, app, dispatch } = await apiOnly();
   let dispatcher: Awaited<ReturnType<typeof startTestGateway>> | undefined;

@@ -10,7 +10,8 @@ import { webhookEvents, type EventType } from '../events/tables';
 import type { Logger } from '../logger';
 import { countHourOf } from '../messages/stats';
 import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, type HookValues } from '../messages/payload';
-import { webhooks, webhookUrls } from '../webhooks/tables';
+import { urlsByWebhook } from '../webhooks/service';
+import { webhooks } from '../webhooks/tables';
 import {
   addDeliveryJobs,
   markUnqueued,
@@ -104,25 +105,12 @@ async function activeEventsFor(db: Db, tables: string[]): Promise<Map<string, Ma
   return byTableAndType;
 }
 
-/** The URLs of every webhook with an enabled event on one of the tables, in each webhook's order. */
-async function urlsOfWebhooksWatching(db: Db, tables: string[]): Promise<Map<string, string[]>> {
-  const watching = db
+/** The webhooks with an enabled event on one of the tables, as a sub-select. */
+const webhooksWatching = (db: Db, tables: string[]) =>
+  db
     .select({ webhookId: webhookEvents.webhookId })
     .from(webhookEvents)
     .where(and(inArray(webhookEvents.objectName, tables), eq(webhookEvents.enabled, true)));
-  const rows = await db
-    .select({ webhookId: webhookUrls.webhookId, url: webhookUrls.url })
-    .from(webhookUrls)
-    .where(inArray(webhookUrls.webhookId, watching))
-    .orderBy(asc(webhookUrls.webhookId), asc(webhookUrls.position));
-  const byWebhook = new Map<string, string[]>();
-  for (const { webhookId, url } of rows) {
-    const urls = byWebhook.get(webhookId);
-    if (urls) urls.push(url);
-    else byWebhook.set(webhookId, [url]);
-  }
-  return byWebhook;
-}
 
 /** bytea columns per table: to_json renders them as `\x…` hex, receivers get base64. */
 async function byteaColumnsOf(db: Db, schema: string, tables: string[]): Promise<Map<string, string[]>> {
@@ -347,17 +335,22 @@ export async function dispatchBatch(
     const changes = await takeChanges(tx, limit, maxBytes);
     if (changes.length === 0) return { changes: 0, messages: 0, deliveries: [], unqueued: 0 };
     const tables = [...new Set(changes.map((change) => change.tableName))];
-    // Queries issued together on the transaction's connection travel as one pipeline, one round
-    // trip, and run in order: the URLs are read after the events' webhooks are locked.
+    // Queries issued together on the transaction's connection travel as one pipeline: one round
+    // trip. The URLs go by table, not by the events read (they are not known yet), and the URLs'
+    // statement sees its own snapshot: an event deleted or disabled between the two (its change
+    // held the webhook's row, so the events' statement waited for it and still returned the
+    // event) leaves its webhook out, and that webhook's URLs are read by id.
     const [events, bytea, urls] = await Promise.all([
       activeEventsFor(tx, tables),
       byteaColumnsOf(tx, config.watchedSchema, tables),
-      urlsOfWebhooksWatching(tx, tables),
+      urlsByWebhook(tx, webhooksWatching(tx, tables)),
     ]);
     if (events.size === 0) {
       await deleteChanges(tx, changes);
       return { changes: changes.length, messages: 0, deliveries: [], unqueued: 0 };
     }
+    const missing = [...new Set([...events.values()].flat().map((event) => event.webhookId))].filter((id) => !urls.has(id));
+    if (missing.length > 0) for (const [id, list] of await urlsByWebhook(tx, missing)) urls.set(id, list);
     const created: NewMessage[] = [];
     const toDeliver: NewDelivery[] = [];
     for (const change of changes) {

@@ -1,4 +1,4 @@
-import { and, asc, count, eq, inArray, ne, sql } from 'drizzle-orm';
+import { and, asc, count, eq, inArray, ne, sql, type SQLWrapper } from 'drizzle-orm';
 import { z } from 'zod';
 import { displayName, hasPermission, requirePermission } from '../auth/principal';
 import { syncCaptureTriggers } from '../capture/triggers';
@@ -131,16 +131,23 @@ function toWebhook(ctx: ServiceContext, row: WebhookRow, outgoingUrls: string[])
   };
 }
 
-/** Each webhook's URLs in their order (an empty list for a webhook without any). */
-export async function urlsByWebhook(db: Db, webhookIds: string[]): Promise<Map<string, string[]>> {
-  const byWebhook = new Map<string, string[]>(webhookIds.map((id) => [id, []]));
-  if (webhookIds.length === 0) return byWebhook;
+/**
+ * Each webhook's URLs in their order: of the webhooks given (each in the map, with an empty list
+ * if it has none), or of those a sub-select names (only those with URLs in the map).
+ */
+export async function urlsByWebhook(db: Db, webhookIds: string[] | SQLWrapper): Promise<Map<string, string[]>> {
+  const byWebhook = new Map<string, string[]>(Array.isArray(webhookIds) ? webhookIds.map((id) => [id, []]) : []);
+  if (Array.isArray(webhookIds) && webhookIds.length === 0) return byWebhook;
   const rows = await db
     .select()
     .from(webhookUrls)
     .where(inArray(webhookUrls.webhookId, webhookIds))
     .orderBy(asc(webhookUrls.webhookId), asc(webhookUrls.position));
-  for (const row of rows) byWebhook.get(row.webhookId)?.push(row.url);
+  for (const { webhookId, url } of rows) {
+    const urls = byWebhook.get(webhookId);
+    if (urls) urls.push(url);
+    else byWebhook.set(webhookId, [url]);
+  }
   return byWebhook;
 }
 
