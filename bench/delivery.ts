@@ -180,7 +180,7 @@ export async function benchDelivery(): Promise<void> {
       [`(b) gateway: insert -> signed delivery, attempt logged (${E2E_ROWS} rows per round)`, rounds(endToEndRates), ''],
       ['(c) b/a', (endToEnd / rawRate).toFixed(2), '>= 0.50'],
       [`(d) commit -> receipt at ${STEADY_RATE}/s for ${STEADY_WINDOWS * STEADY_SECONDS} s: p50`, `${percentile(latencies, 50)} ms`, ''],
-      [`(d) commit -> receipt at ${STEADY_RATE}/s: p99 (of each ${STEADY_SECONDS} s)`, `${percentile(latencies, 99)} ms (${windowP99s})`, '<= 250 ms'],
+      [`(d) commit -> receipt at ${STEADY_RATE}/s: p99 (each ${STEADY_SECONDS} s window's)`, `${percentile(latencies, 99)} ms (${windowP99s})`, '<= 250 ms'],
     ]);
     // Both are bound by the machine's CPU (its two cores are 85-90% busy in either), so b/a is about the ratio of these totals.
     console.log(`CPU per row in µs, by process (Linux /proc): (a) ${describeCpu(rawCpu)}; (b) ${describeCpu(endToEndCpu)}`);
