@@ -131,12 +131,9 @@ function toWebhook(ctx: ServiceContext, row: WebhookRow, outgoingUrls: string[])
   };
 }
 
-/**
- * Each webhook's URLs in their order: of the webhooks given (each in the map, with an empty list
- * if it has none), or of those a sub-select names (only those with URLs in the map).
- */
+/** The URLs of the webhooks given, or of those a sub-select names, each webhook's in their order. */
 export async function urlsByWebhook(db: Db, webhookIds: string[] | SQLWrapper): Promise<Map<string, string[]>> {
-  const byWebhook = new Map<string, string[]>(Array.isArray(webhookIds) ? webhookIds.map((id) => [id, []]) : []);
+  const byWebhook = new Map<string, string[]>();
   if (Array.isArray(webhookIds) && webhookIds.length === 0) return byWebhook;
   const rows = await db
     .select()
