@@ -337,6 +337,43 @@ describe('a hanging receiver', () => {
   });
 });
 
+describe('a slow receiver', () => {
+  it('does not fill the worker with calls waiting for it, and gets them all', { timeout: 90_000 }, async () => {
+    // Answers each call after 1–2 s, the calls finishing one by one (never 500 ms without one: it
+    // is slow, not hanging). 50 calls at once to it bring about 35 a second, against 500 waiting.
+    const gateway = await startTestGateway({ ALLOW_PRIVATE_TARGETS: 'true', CALL_THROTTLING_MAX: '100000' });
+    const gatewayApp = postgres(gateway.databaseUrl, { max: 2, onnotice: () => {} });
+    const slow = new Receiver();
+    slow.script('/slow', ...Array.from({ length: 500 }, (_, n) => ({ status: 200, delayMs: 1000 + (n % 50) * 20 })));
+    await slow.start();
+    try {
+      const gatewayToken = await gateway.token();
+      await createWatchedWebhook(gateway, gatewayToken, gatewayApp, { table: 'Slow', urls: [`${slow.url}/slow`] });
+      await createWatchedWebhook(gateway, gatewayToken, gatewayApp, { table: 'Quick', urls: [`${receiver.url}/quick`] });
+      await gatewayApp`insert into "Slow" (note) select 's' || n from generate_series(1, 500) n`;
+      // Its calls have been finishing for a while: without a bound on the calls waiting for it, all
+      // 200 of the worker's slots would be taken by them by now, and the other webhook's messages
+      // would queue behind the rest of its backlog (a few hundred calls, several seconds).
+      await waitFor(async () => (slow.callsTo('/slow').length >= 100 ? true : undefined), 20_000, 'the slow receiver to answer');
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const slowCallsBefore = slow.callsTo('/slow').length;
+      await gatewayApp`insert into "Quick" (note) select 'q' || n from generate_series(1, 20) n`;
+      await waitFor(async () => (receiver.callsTo('/quick').length === 20 ? true : undefined), 15_000, 'the other webhook to be delivered');
+      expect(slow.callsTo('/slow').length - slowCallsBefore).toBeLessThan(50);
+      // The calls sent back to the queue are made later: every message reaches the slow receiver.
+      await waitFor(async () => (slow.callsTo('/slow').length >= 500 ? true : undefined), 60_000, 'every slow call');
+      await waitFor(async () => {
+        const [row] = await gatewayApp`select count(*)::int as n from webhook_gateway.deliveries where status = 'SUCCEEDED' and url like '%/slow'`;
+        return row!.n === 500 ? true : undefined;
+      }, 10_000, 'every slow delivery recorded');
+    } finally {
+      await gatewayApp.end();
+      await slow.stop();
+      await gateway.stop();
+    }
+  });
+});
+
 describe('retention', () => {
   it('deletes settled messages and attempts older than LOG_RETENTION_DAYS, and keeps the rest', async () => {
     const { deleteExpiredRecords } = await import('../src/delivery/retention');

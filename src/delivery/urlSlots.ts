@@ -5,23 +5,37 @@ interface UrlState {
   movedAt: number;
 }
 
+export interface UrlSlotLimits {
+  /** Calls in flight to one URL at once. */
+  perUrl: number;
+  /** A URL none of whose calls finished for this long is taken for hanging. */
+  stallMs: number;
+  /** The longest wait for a place a call spends in the process, as far as the URL's recent calls let it be foreseen. */
+  maxWaitMs: number;
+}
+
+/** How much a finished call moves a URL's estimate of how long a place is held. */
+const HELD_WEIGHT = 0.2;
+/** URLs whose estimate is kept; past this, all are forgotten (a bound on memory, as for the signing keys). */
+const HELD_ESTIMATES_MAX = 10_000;
+
 /**
  * Bounds the calls in flight to each URL in this process, so that a slow or hanging receiver
  * cannot take every worker slot. A call over the bound waits for a place, in order, while the
- * URL's calls keep finishing; once none has finished for `stallMs`, the calls waiting and those
- * that come later are refused, and go back to the queue to wait in the delayed set, holding no
- * worker slot. Waiting here rather than going back at once keeps a busy but healthy receiver's
- * calls flowing: a trip through the delayed set costs several Redis scripts and a reload.
+ * URL's calls keep finishing and its turn is expected within `maxWaitMs` (from how long the
+ * URL's places were held lately); else, and once none of its calls has finished for `stallMs`,
+ * it is refused and goes back to the queue to wait in the delayed set, holding no worker slot.
+ * Waiting here rather than going back at once keeps a busy but healthy receiver's calls
+ * flowing: a trip through the delayed set costs several Redis scripts and a reload.
  */
 export class UrlSlots {
   private readonly byUrl = new Map<string, UrlState>();
+  /** How long a place to each URL was held lately (ms, a moving average), kept while the URL is idle too. */
+  private readonly heldMs = new Map<string, number>();
 
-  constructor(
-    private readonly perUrl: number,
-    private readonly stallMs: number,
-  ) {}
+  constructor(private readonly limits: UrlSlotLimits) {}
 
-  /** Resolves true once the caller holds a place (it must `release` it), false if the URL's calls stalled. */
+  /** Resolves true once the caller holds a place (it must `release` it), false if it should wait in the queue instead. */
   acquire(url: string): Promise<boolean> {
     const now = Date.now();
     let state = this.byUrl.get(url);
@@ -29,17 +43,19 @@ export class UrlSlots {
       state = { inFlight: 0, waiters: [], movedAt: now };
       this.byUrl.set(url, state);
     }
-    if (state.inFlight < this.perUrl) {
+    if (state.inFlight < this.limits.perUrl) {
       state.inFlight++;
       state.movedAt = now;
       return Promise.resolve(true);
     }
-    if (state.movedAt + this.stallMs <= now) return Promise.resolve(false);
+    if (state.movedAt + this.limits.stallMs <= now || this.expectedWait(url, state.waiters.length + 1) > this.limits.maxWaitMs) {
+      return Promise.resolve(false);
+    }
     const waiting = state;
     return new Promise((resolve) => {
       // Gives up only once the URL's calls stopped moving, however long the line ahead.
       const giveUpIfStalled = () => {
-        const left = waiting.movedAt + this.stallMs - Date.now();
+        const left = waiting.movedAt + this.limits.stallMs - Date.now();
         if (left > 0) {
           waiter.timer = setTimeout(giveUpIfStalled, left);
           return;
@@ -47,22 +63,30 @@ export class UrlSlots {
         waiting.waiters.splice(waiting.waiters.indexOf(waiter), 1);
         resolve(false);
       };
-      const waiter = { grant: () => resolve(true), timer: setTimeout(giveUpIfStalled, waiting.movedAt + this.stallMs - now) };
+      const waiter = { grant: () => resolve(true), timer: setTimeout(giveUpIfStalled, waiting.movedAt + this.limits.stallMs - now) };
       waiting.waiters.push(waiter);
     });
   }
 
-  /** How long since a call to the URL last finished or started, while all its places are taken (else 0). */
-  stalledFor(url: string): number {
+  /**
+   * For a call refused a place: when to try again (ms). For a URL that hangs, as long as it has
+   * hung so far; for one that is only slow, when a place is expected for the last in its line.
+   */
+  retryInMs(url: string): number {
     const state = this.byUrl.get(url);
-    return state && state.inFlight >= this.perUrl ? Date.now() - state.movedAt : 0;
+    if (!state || state.inFlight < this.limits.perUrl) return 0;
+    const sinceMoved = Date.now() - state.movedAt;
+    return sinceMoved >= this.limits.stallMs ? sinceMoved : this.expectedWait(url, state.waiters.length + 1);
   }
 
-  /** Gives the place up: to the first waiter, if any. */
-  release(url: string): void {
+  /** Gives the place up, held for `heldMs`: to the first waiter, if any. */
+  release(url: string, heldMs: number): void {
     const state = this.byUrl.get(url);
     if (!state) return;
     state.movedAt = Date.now();
+    const estimate = this.heldMs.get(url);
+    if (estimate === undefined && this.heldMs.size >= HELD_ESTIMATES_MAX) this.heldMs.clear();
+    this.heldMs.set(url, estimate === undefined ? heldMs : estimate + HELD_WEIGHT * (heldMs - estimate));
     const next = state.waiters.shift();
     if (next) {
       clearTimeout(next.timer);
@@ -71,5 +95,10 @@ export class UrlSlots {
     }
     state.inFlight--;
     if (state.inFlight === 0) this.byUrl.delete(url);
+  }
+
+  /** How long the `position`th in the URL's line should wait for a place: 0 while no call to it has finished yet (unknown). */
+  private expectedWait(url: string, position: number): number {
+    return (position * (this.heldMs.get(url) ?? 0)) / this.limits.perUrl;
   }
 }

@@ -27,9 +27,14 @@ export const WORKER_CONCURRENCY = 200;
 const FETCH_LOOPS = 4;
 /** At most this many calls to one URL at once per worker process: a hanging receiver cannot take every slot. */
 export const PER_URL_CONCURRENCY = 50;
-/** A URL none of whose calls finished for this long is taken for hanging: calls waiting for it go back to the queue. */
-const URL_STALL_MS = 500;
-/** Calls sent back from a hanging URL try again after as long as it has hung, within these bounds. */
+/**
+ * A URL none of whose calls finished for this long is taken for hanging: calls waiting for it go
+ * back to the queue. A call to a URL that is only slow waits in the process for a place if its
+ * turn is expected within URL_WAIT_MAX_MS, else it goes back too: a slow receiver's backlog
+ * cannot fill the worker's slots and hold back other webhooks.
+ */
+const URL_SLOT_LIMITS = { perUrl: PER_URL_CONCURRENCY, stallMs: 500, maxWaitMs: 1000 };
+/** Calls sent back from a busy URL try again after as long as it has hung, or as their turn is expected, within these bounds. */
 const URL_BUSY_RETRY_MS = { min: 250, max: 5000 };
 /** The longest wait for the throttle's window spent in a worker slot; a longer one is spent in the delayed set. */
 const IN_PROCESS_WAIT_MAX_MS = 250;
@@ -65,7 +70,7 @@ export class DeliveryWorker {
   private readonly throttle: Throttle;
   private readonly redis: Redis;
   private readonly throttleRedis: Redis;
-  private readonly urlSlots = new UrlSlots(PER_URL_CONCURRENCY, URL_STALL_MS);
+  private readonly urlSlots = new UrlSlots(URL_SLOT_LIMITS);
   /** The jobs being run, so that a stop can wait for their attempts to be recorded. */
   private readonly running = new Set<Promise<void>>();
   /** Throttle epochs being moved past Redis', by webhook. */
@@ -193,8 +198,9 @@ export class DeliveryWorker {
     const limit = this.limitOf(work);
     if (!(await this.urlSlots.acquire(work.url))) {
       const { min, max } = URL_BUSY_RETRY_MS;
-      return this.delay(job, token, data, Math.min(max, Math.max(min, this.urlSlots.stalledFor(work.url))));
+      return this.delay(job, token, data, Math.min(max, Math.max(min, this.urlSlots.retryInMs(work.url))));
     }
+    const placeTakenAt = Date.now();
     try {
       let holdsLine = false;
       for (;;) {
@@ -231,7 +237,7 @@ export class DeliveryWorker {
       if (holdsLine) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
       return { attemptedAt, result: await sending };
     } finally {
-      this.urlSlots.release(work.url);
+      this.urlSlots.release(work.url, Date.now() - placeTakenAt);
     }
   }
 
