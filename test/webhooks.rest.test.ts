@@ -146,6 +146,7 @@ describe('bad input gets a 400 naming the field', () => {
     ['a relative URL', { Name: 'rel', OutgoingUrls: ['/hooks/1'] }, 'OutgoingUrls[0]'],
     ['a non-https URL', { Name: 'plain', OutgoingUrls: ['http://a.example.com/5'] }, 'OutgoingUrls[0]'],
     ['an ftp URL', { Name: 'ftp', OutgoingUrls: ['ftp://a.example.com/5'] }, 'OutgoingUrls[0]'],
+    ['a URL with credentials', { Name: 'creds', OutgoingUrls: ['https://a.example.com/ok', 'https://user:pass@a.example.com/5'] }, 'OutgoingUrls[1]'],
     [
       'a duplicate URL',
       { Name: 'dup', OutgoingUrls: ['https://a.example.com/6', 'https://A.example.com:443/6'] },
@@ -184,6 +185,7 @@ describe('bad input gets a 400 naming the field', () => {
       RequestId: response.headers.get('x-request-id'),
     });
     if (field) expect(response.body.Message.startsWith(field.includes(':') ? field : `${field}: `)).toBe(true);
+    expect(response.body.Message).not.toContain('pass@'); // credentials are not echoed
     expect(JSON.stringify(response.body)).not.toMatch(/at .*\.ts:\d+/); // no stack trace
   });
 

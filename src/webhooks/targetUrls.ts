@@ -23,6 +23,8 @@ export function parseTargetUrl(text: string, policy: TargetPolicy): { url: URL }
     return { problem: `'${text}' must use ${policy.allowPrivateTargets ? 'http or https' : 'https'}` };
   }
   if (!url.hostname) return { problem: `'${text}' has no host` };
+  // Not sent (no credentials go with a call), and shown wherever the URL is: refused, and not echoed.
+  if (url.username || url.password) return { problem: 'must not contain a user name or password (user:password@host)' };
   return { url };
 }
 
