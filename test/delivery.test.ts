@@ -262,9 +262,42 @@ describe('delivery', () => {
     await waitFor(async () => (receiver.callsTo(bad).length === 6 ? true : undefined));
     expect(receiver.callsTo(ok)).toHaveLength(3); // the URL that had succeeded is not called again
 
-    const badSince = await gw.request('POST', `/v2/outgoingWebhooks/${webhook.Id}/redeliverFailed`, { token, body: { Since: 'yesterday' } });
-    expect(badSince.status).toBe(400);
-    expect(badSince.body.Message).toMatch(/^Since: /);
+    for (const bad of ['yesterday', '1', '2026-11-27T09:00:00']) {
+      // A time without its zone would be read in the server's: refused like the rest.
+      const badSince = await gw.request('POST', `/v2/outgoingWebhooks/${webhook.Id}/redeliverFailed`, { token, body: { Since: bad } });
+      expect(badSince.status).toBe(400);
+      expect(badSince.body.Message).toMatch(/^Since: /);
+    }
+    const unknown = await gw.graphql(`mutation { redeliverFailedMessages(webhookId: "zzzzzz", since: "2026-01-01") }`, {}, token);
+    expect(unknown.body.errors?.[0]?.extensions?.code).toBe('ObjectNotFound');
+  });
+
+  it('cancels the deliveries to a URL taken off the webhook, and redelivers to the URLs it has now', async () => {
+    const kept = `/kept-${counter + 1}`;
+    const removed = `/removed-${counter + 1}`;
+    const added = `/added-${counter + 1}`;
+    receiver.answer(removed, { status: 503, headers: { 'retry-after': '3' } }); // its retry waits 3 s
+    const { table, webhook } = await setup([kept, removed]);
+    await app.unsafe(`insert into "${table}" (note) values ('moving')`);
+    const messageId = await waitFor(async () => receiver.callsTo(removed)[0]?.headers['webhook-id'] as string | undefined);
+    await waitFor(async () => {
+      const [row] = await app`select status from webhook_gateway.deliveries where message_id = ${messageId} and url like ${'%' + removed}`;
+      return row?.status === 'RETRY_SCHEDULED' ? true : undefined;
+    });
+    const urls = [`${receiver.url}${kept}`, `${receiver.url}${added}`];
+    const updated = await gw.request('PUT', `/v2/outgoingWebhooks/${webhook.Id}`, { token, body: { OutgoingUrls: urls } });
+    expect(updated.status).toBe(200);
+    expect((await waitForStatus(messageId, 'SUCCEEDED')).attempts).toHaveLength(2); // the kept URL's call and the removed one's first
+    await new Promise((resolve) => setTimeout(resolve, 3500));
+    expect(receiver.callsTo(removed)).toHaveLength(1); // its retry was cancelled
+    expect(receiver.callsTo(added)).toHaveLength(0); // the message was made before the URL was added
+
+    const redelivered = await gw.graphql(`mutation($id: ID!) { redeliverMessage(id: $id) { status } }`, { id: messageId }, token);
+    expect(redelivered.body.data.redeliverMessage.status).toBe('PENDING');
+    await waitFor(async () => (receiver.callsTo(added).length === 1 && receiver.callsTo(kept).length === 2 ? true : undefined));
+    const after = await waitForStatus(messageId, 'SUCCEEDED');
+    expect(after.attempts.map((attempt: any) => new URL(attempt.url).pathname).sort()).toEqual([added, kept, kept, removed].sort());
+    expect(receiver.callsTo(removed)).toHaveLength(1);
   });
 
   it('checks the address connected to at send time (DNS rebinding)', async () => {

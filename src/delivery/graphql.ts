@@ -3,7 +3,7 @@ import { AppError } from '../errors';
 import { builder } from '../graphql/builder';
 import { MessageType } from '../messages/graphql';
 import type { FeedItem } from './feed';
-import { listAttempts, redeliverFailedMessages, redeliverMessage, watchDeliveryStatus, type DeliveryAttempt } from './service';
+import { listAttempts, REDELIVER_FAILED_MAX, redeliverFailedMessages, redeliverMessage, watchDeliveryStatus, type DeliveryAttempt } from './service';
 import type { DeliveryStatusEvent } from './status';
 import { DELIVERY_STATUSES } from './tables';
 
@@ -32,12 +32,14 @@ builder.objectField(MessageType, 'attempts', (t) =>
 builder.mutationFields((t) => ({
   redeliverMessage: t.field({
     type: MessageType,
-    description: 'Sends the message again to every URL of its webhook.',
+    description: 'Sends the message again to every URL its webhook has now.',
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, { id }, ctx) => redeliverMessage(ctx, String(id)),
   }),
   redeliverFailedMessages: t.int({
-    description: 'Sends the failed messages created since `since` (ISO 8601) again, to the URLs that failed. Returns how many.',
+    description:
+      'Sends the failed messages created since `since` (an ISO 8601 date, or date and time with its zone) again, to the URLs that ' +
+      `failed and are still the webhook's: the oldest ${REDELIVER_FAILED_MAX.toLocaleString('en')} at most (call again for the next). Returns how many.`,
     args: { webhookId: t.arg.id({ required: true }), since: t.arg.string({ required: true }) },
     resolve: (_root, { webhookId, since }, ctx) => redeliverFailedMessages(ctx, String(webhookId), since),
   }),

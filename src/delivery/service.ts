@@ -1,8 +1,8 @@
-import { and, asc, eq, gte, inArray, sql } from 'drizzle-orm';
+import { and, asc, eq, gte, inArray, sql, type SQL } from 'drizzle-orm';
 import { requirePermission } from '../auth/principal';
 import { OUTBOX_CHANNEL } from '../capture/triggers';
 import type { ServiceContext } from '../context';
-import type { Db } from '../db/database';
+import { queryRows, type Db } from '../db/database';
 import { retryOnDeadlock } from '../db/errors';
 import { AppError } from '../errors';
 import { getMessage, type Message } from '../messages/service';
@@ -25,17 +25,21 @@ export interface DeliveryAttempt {
   responseBody: string | null;
 }
 
+/** A delivery's URL is still one of its webhook's (qualified: drizzle leaves an update's own columns bare). */
+const toCurrentUrl = sql`webhook_gateway.deliveries.url in (
+  select u.url from webhook_gateway.webhook_urls u where u.webhook_id = webhook_gateway.deliveries.webhook_id)`;
+
 /**
- * Queues the deliveries again under a new generation; the dispatcher hands them to the queue.
- * A new series of attempts: numbered from 1 again, with the whole retry schedule ahead of it.
- * Their messages are locked first (retention deletes a message only with no delivery pending,
- * and checks that after locking it). Returns the messages whose deliveries were queued.
+ * Queues the deliveries to the webhook's current URLs again under a new generation (and, with
+ * `toNewUrls`, adds deliveries to the URLs the webhook gained since); the dispatcher hands them
+ * to the queue. A new series of attempts: numbered from 1 again, with the whole retry schedule
+ * ahead of it. Their messages are locked first (retention deletes a message only with no
+ * delivery pending, and checks that after locking it). Returns the messages queued again.
  */
-async function requeue(db: Db, messageIds: string[], where?: ReturnType<typeof and>): Promise<string[]> {
+async function requeue(db: Db, messageIds: string[], where?: SQL, { toNewUrls = false } = {}): Promise<string[]> {
   if (messageIds.length === 0) return [];
-  await db.execute(
-    sql`select 1 from webhook_gateway.messages where id = any(${sql.param(messageIds)}::uuid[]) order by id for no key update`,
-  );
+  const ids = sql.param(messageIds);
+  await db.execute(sql`select 1 from webhook_gateway.messages where id = any(${ids}::uuid[]) order by id for no key update`);
   const queued = await db
     .update(deliveries)
     .set({
@@ -46,8 +50,21 @@ async function requeue(db: Db, messageIds: string[], where?: ReturnType<typeof a
       nextAttemptAt: new Date(),
       updatedAt: new Date(),
     })
-    .where(and(inArray(deliveries.messageId, messageIds), where))
+    .where(and(inArray(deliveries.messageId, messageIds), toCurrentUrl, where))
     .returning({ messageId: deliveries.messageId });
+  if (toNewUrls) {
+    const added = await queryRows<{ message_id: string }>(
+      db,
+      sql`insert into webhook_gateway.deliveries (message_id, webhook_id, url, queued)
+        select m.id, m.webhook_id, u.url, false
+        from webhook_gateway.messages m join webhook_gateway.webhook_urls u on u.webhook_id = m.webhook_id
+        where m.id = any(${ids}::uuid[])
+          and not exists (select 1 from webhook_gateway.deliveries d where d.message_id = m.id and d.url = u.url)
+        order by m.id, u.position
+        returning message_id`,
+    );
+    queued.push(...added.map((row) => ({ messageId: row.message_id })));
+  }
   // Wakes a waiting dispatcher, so the handover does not wait for its next poll.
   await db.execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`);
   return [...new Set(queued.map((row) => row.messageId))];
@@ -93,24 +110,37 @@ export async function catchUpThrottleEpoch(db: Db, webhookId: string, seenEpoch:
   );
 }
 
-/** Sends a message again to every URL of its webhook. */
+/** Sends a message again to every URL its webhook has now. */
 export async function redeliverMessage(ctx: ServiceContext, messageId: string): Promise<Message> {
   requirePermission(ctx.principal, 'webhooks:write');
   const message = await getMessage(ctx, messageId);
-  await ctx.db.transaction((tx) => requeue(tx, [message.id]));
+  await ctx.db.transaction((tx) => requeue(tx, [message.id], undefined, { toNewUrls: true }));
   return getMessage(ctx, messageId);
 }
 
-/** Sends the failed messages of a webhook created since `since` again, to the URLs that failed. */
+/** A date, or a date and time with its zone (`Z` or an offset): a time without one would be read in the server's zone. */
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2}))?$/;
+/** Failed messages one redeliverFailedMessages sends again at most; a call again takes the next (those sent are pending then). */
+export const REDELIVER_FAILED_MAX = 10_000;
+
+/**
+ * Sends the failed messages of a webhook created since `since` again (the oldest first, up to
+ * REDELIVER_FAILED_MAX), to the URLs that failed and the webhook still has. Returns how many.
+ */
 export async function redeliverFailedMessages(ctx: ServiceContext, webhookId: string, since: unknown): Promise<number> {
   requirePermission(ctx.principal, 'webhooks:write');
-  const from = typeof since === 'string' ? new Date(since) : undefined;
-  if (!from || Number.isNaN(from.getTime())) throw new AppError('IncorrectBodyParameter', 'must be an ISO 8601 date', 'since');
+  await getWebhook(ctx, webhookId);
+  const from = typeof since === 'string' && ISO_DATE.test(since) ? new Date(since) : undefined;
+  if (!from || Number.isNaN(from.getTime())) {
+    throw new AppError('IncorrectBodyParameter', 'must be an ISO 8601 date, or date and time with its zone (2026-01-31T09:00:00Z)', 'since');
+  }
   return ctx.db.transaction(async (tx) => {
     const failed = await tx
       .select({ id: messages.id })
       .from(messages)
-      .where(and(eq(messages.webhookId, webhookId), gte(messages.createdAt, from), sql`${messageStatusOf(sql`webhook_gateway.messages.id`)} = 'FAILED'`));
+      .where(and(eq(messages.webhookId, webhookId), gte(messages.createdAt, from), sql`${messageStatusOf(sql`webhook_gateway.messages.id`)} = 'FAILED'`))
+      .orderBy(asc(messages.seq))
+      .limit(REDELIVER_FAILED_MAX);
     // A redelivery of the same messages committed meanwhile has queued their dead deliveries
     // already: those are not queued twice, nor counted.
     const queued = await requeue(
@@ -165,7 +195,7 @@ export async function watchDeliveryStatus(
   return subscription;
 }
 
-/** Live cancellation notices sent when a webhook is deleted stop at this many deliveries. */
+/** Live cancellation notices sent when a webhook is deleted, or URLs are removed from it, stop at this many deliveries. */
 const MAX_CANCELLED_NOTICES = 1000;
 
 /** A webhook's deliveries not yet done, oldest first: what deleting it cancels. */
@@ -183,4 +213,35 @@ export async function unfinishedDeliveries(db: Db, webhookId: string): Promise<(
     .where(and(eq(deliveries.webhookId, webhookId), inArray(deliveries.status, UNFINISHED_STATUSES)))
     .orderBy(asc(deliveries.id))
     .limit(MAX_CANCELLED_NOTICES);
+}
+
+/**
+ * The webhook's deliveries not yet done to URLs it no longer has: cancelled, under a new
+ * generation, so that an attempt under way meanwhile is logged but schedules no retry. Returns
+ * them (up to MAX_CANCELLED_NOTICES) for live subscribers, to be told after the commit.
+ */
+export async function cancelDeliveriesToRemovedUrls(db: Db, webhookId: string): Promise<(DeliveryIdentity & { attempts: number })[]> {
+  const cancelled = await db
+    .update(deliveries)
+    .set({ status: 'CANCELLED', generation: sql`${deliveries.generation} + 1`, updatedAt: new Date() })
+    .where(
+      and(
+        eq(deliveries.webhookId, webhookId),
+        inArray(deliveries.status, UNFINISHED_STATUSES),
+        sql`${deliveries.url} not in (select u.url from webhook_gateway.webhook_urls u where u.webhook_id = ${webhookId})`,
+      ),
+    )
+    .returning({ id: deliveries.id, messageId: deliveries.messageId, webhookId: deliveries.webhookId, url: deliveries.url, attempts: deliveries.attempts });
+  const notices = cancelled.sort((a, b) => a.id - b.id).slice(0, MAX_CANCELLED_NOTICES);
+  const eventOf = new Map(
+    notices.length === 0
+      ? []
+      : (
+          await db
+            .select({ id: messages.id, eventId: messages.eventId })
+            .from(messages)
+            .where(inArray(messages.id, [...new Set(notices.map((row) => row.messageId))]))
+        ).map((row) => [row.id, row.eventId]),
+  );
+  return notices.map(({ messageId, url, attempts }) => ({ messageId, webhookId, eventId: eventOf.get(messageId) ?? '', url, attempts }));
 }

@@ -72,14 +72,14 @@ export const deliveryAttempts = gatewaySchema.table(
 
 /**
  * A message's status, from its deliveries (it is not stored, so it cannot disagree with them):
- * pending while one is unfinished (or none was made yet), succeeded when all did, failed when one
- * is dead, else cancelled. `messageId` is the message's id in the enclosing query, qualified
+ * pending while one is unfinished (or none was made yet), failed when one is dead, succeeded when
+ * the rest did (those cancelled, to URLs taken off the webhook, aside), else cancelled. `messageId` is the message's id in the enclosing query, qualified
  * (drizzle leaves columns of a one-table query unqualified, and the subquery's `id` would win).
  */
 export const messageStatusOf = (messageId: SQL): SQL<MessageStatus> => sql<MessageStatus>`(
   select case
     when count(*) = 0 or bool_or(d.status in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED')) then 'PENDING'
-    when bool_and(d.status = 'SUCCEEDED') then 'SUCCEEDED'
     when bool_or(d.status = 'DEAD') then 'FAILED'
+    when bool_or(d.status = 'SUCCEEDED') then 'SUCCEEDED'
     else 'CANCELLED' end
   from webhook_gateway.deliveries d where d.message_id = ${messageId})`;

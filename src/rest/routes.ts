@@ -129,7 +129,6 @@ export const REST_ROUTES: RestRoute[] = [
     method: 'POST',
     path: '/outgoingWebhooks/:webhookId/redeliverFailed',
     handle: async ({ ctx, params, body }) => {
-      await getWebhook(ctx, params.webhookId!);
       const since = (fromRestShape(body) as { since?: unknown } | undefined)?.since;
       return accepted({ Count: await redeliverFailedMessages(ctx, params.webhookId!, since) });
     },

@@ -4,7 +4,7 @@ import { displayName, hasPermission, requirePermission } from '../auth/principal
 import { syncCaptureTriggers } from '../capture/triggers';
 import type { ServiceContext } from '../context';
 import { holdSweeps } from '../delivery/queue';
-import { rebookWaitingDeliveries, unfinishedDeliveries } from '../delivery/service';
+import { cancelDeliveriesToRemovedUrls, rebookWaitingDeliveries, unfinishedDeliveries } from '../delivery/service';
 import { statusEvent } from '../delivery/status';
 import type { Db } from '../db/database';
 import { retryOnDeadlock, violatedUniqueConstraint } from '../db/errors';
@@ -206,11 +206,13 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
   const fields = parseInput(updateSchema(ctx), input);
   const outgoingUrls = fields.outgoingUrls && (await checkOutgoingUrls(ctx, fields.outgoingUrls));
   const limitInForce = (callThrottling: number) => Math.min(callThrottling, ctx.config.callThrottlingMax);
+  const cancelled: Awaited<ReturnType<typeof cancelDeliveriesToRemovedUrls>> = [];
   try {
     // Rebooking the waiting deliveries can meet the attempt recorder, which locks deliveries and
     // then (adding to a new hour's count) the webhook's row: the order opposite to this one.
-    return await retryOnDeadlock(() =>
+    const updated = await retryOnDeadlock(() =>
       ctx.db.transaction(async (tx) => {
+        cancelled.length = 0; // a transaction tried again starts afresh
         // A change of the limit rebooks the waiting deliveries; the sweep's lock goes first.
         if (fields.callThrottling !== undefined) await holdSweeps(tx);
         const [current] = await tx
@@ -221,8 +223,10 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
         if (!current) throw notFound('Webhook', id);
         const throttlingChanged =
           fields.callThrottling !== undefined && limitInForce(fields.callThrottling) !== limitInForce(current.callThrottling);
-        // A stronger lock: it waits for the dispatcher batches that read the webhook's limit (see activeEventsFor).
-        if (throttlingChanged) await tx.select({ id: webhooks.id }).from(webhooks).where(eq(webhooks.id, id)).for('update');
+        // A stronger lock: it waits for the dispatcher batches that read the webhook's limit and
+        // URLs (see activeEventsFor), so that their deliveries to a URL taken off are cancelled
+        // below, and later batches read the new URLs.
+        if (throttlingChanged || outgoingUrls) await tx.select({ id: webhooks.id }).from(webhooks).where(eq(webhooks.id, id)).for('update');
         await tx
           .update(webhooks)
           .set({
@@ -238,7 +242,11 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
           .where(eq(webhooks.id, id));
         // The new limit applies to the messages already waiting, too.
         if (throttlingChanged) await rebookWaitingDeliveries(tx, id);
-        if (outgoingUrls) await replaceUrls(tx, id, outgoingUrls);
+        // Calls stop to the URLs taken away: their deliveries not yet done are cancelled.
+        if (outgoingUrls) {
+          await replaceUrls(tx, id, outgoingUrls);
+          cancelled.push(...(await cancelDeliveriesToRemovedUrls(tx, id)));
+        }
         if (fields.enabled !== undefined) {
           // Enabled switches the Status of all the webhook's events (Caspio's semantics).
           await tx.update(webhookEvents).set({ enabled: fields.enabled }).where(eq(webhookEvents.webhookId, id));
@@ -247,6 +255,8 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
         return loadWebhook(ctx, tx, id);
       }),
     );
+    ctx.status.publish(cancelled.map((delivery) => statusEvent(delivery, 'CANCELLED', delivery.attempts)));
+    return updated;
   } catch (error) {
     explainConflict(error, fields.name);
   }
