@@ -344,24 +344,29 @@ describe('delivery', () => {
 });
 
 describe('a hanging receiver', () => {
-  it('takes at most 50 calls at once and does not hold up another webhook', { timeout: 60_000 }, async () => {
+  it('takes at most 50 calls at once per URL and does not hold up another webhook, on the same host too', { timeout: 60_000 }, async () => {
     // Its own gateway: calls time out after 20 s here, so that a hanging call stays open for the whole test;
     // and no throttle spaces the hanging webhook's messages: they are all due at once.
     const patient = await startTestGateway({ ALLOW_PRIVATE_TARGETS: 'true', DELIVERY_TIMEOUT_MS: '20000', CALL_THROTTLING_MAX: '100000' });
     const patientApp = postgres(patient.databaseUrl, { max: 2, onnotice: () => {} });
     const hanging = new Receiver();
     hanging.answer('/hang', { status: 200, delayMs: 25_000 });
+    hanging.answer('/hang-too', { status: 200, delayMs: 25_000 });
     await hanging.start();
     try {
       const patientToken = await patient.token();
       await createWatchedWebhook(patient, patientToken, patientApp, { table: 'Hangs', urls: [`${hanging.url}/hang`] });
-      await createWatchedWebhook(patient, patientToken, patientApp, { table: 'Flows', urls: [`${receiver.url}/flows`] });
+      await createWatchedWebhook(patient, patientToken, patientApp, { table: 'HangsToo', urls: [`${hanging.url}/hang-too`] });
+      // On the same host as the hanging URLs: their 100 open calls must not leave it no connection.
+      await createWatchedWebhook(patient, patientToken, patientApp, { table: 'Flows', urls: [`${hanging.url}/flows`] });
       // More hanging messages than the worker runs at once (200): without a bound per URL they would take every slot.
       await patientApp`insert into "Hangs" (note) select 'h' || n from generate_series(1, 300) n`;
-      await waitFor(async () => (hanging.callsTo('/hang').length >= 50 ? true : undefined));
+      await patientApp`insert into "HangsToo" (note) select 'h' || n from generate_series(1, 100) n`;
+      await waitFor(async () => (hanging.callsTo('/hang').length >= 50 && hanging.callsTo('/hang-too').length >= 50 ? true : undefined));
       await patientApp`insert into "Flows" (note) select 'f' || n from generate_series(1, 20) n`;
-      await waitFor(async () => (receiver.callsTo('/flows').length === 20 ? true : undefined), 15_000, 'the other webhook to be delivered');
+      await waitFor(async () => (hanging.callsTo('/flows').length === 20 ? true : undefined), 15_000, 'the other webhook to be delivered');
       expect(hanging.callsTo('/hang')).toHaveLength(50); // none has been answered yet
+      expect(hanging.callsTo('/hang-too')).toHaveLength(50);
     } finally {
       await patientApp.end();
       await hanging.stop();

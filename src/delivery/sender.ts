@@ -74,7 +74,10 @@ export class Sender {
     private readonly options: { timeoutMs: number; allowPrivateTargets: boolean; userAgent: string },
   ) {
     this.agent = new Agent({
-      connections: 64,
+      // No cap of its own on connections per origin: the worker bounds the calls in flight, per
+      // URL and in all. A cap here would queue a healthy URL's calls behind hanging ones to other
+      // URLs of the same host, their deadlines running out in the queue.
+      connections: null,
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
       connect: options.allowPrivateTargets ? {} : { lookup: guardedLookup as never },
