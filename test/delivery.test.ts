@@ -622,6 +622,27 @@ describe('attempt log', () => {
     expect(await app`select 1 from webhook_gateway.delivery_attempts where message_id = ${deleted.message_id}`).toHaveLength(0);
   });
 
+  it('writes again an attempt whose record lost a deadlock, instead of failing its job (which would call again)', async () => {
+    const { webhook, messageId, rows } = await deliveredTwice(`/deadlock-${counter + 1}`);
+    const record = await recorderFor(webhook.Id);
+    const holder = postgres(gw.databaseUrl, { max: 1, onnotice: () => {} });
+    let recorded: Promise<boolean> | undefined;
+    try {
+      await holder.begin(async (tx) => {
+        await tx`set local deadlock_timeout = '10s'`; // so that the recording finds the deadlock, and loses it
+        await tx`update webhook_gateway.delivery_counts set calls = calls where webhook_id = ${webhook.Id}`;
+        recorded = record(rows[0]!, 2, { ok: true, httpStatus: 200 });
+        await blockedOnLock(); // the recording holds its delivery and waits for the count
+        await tx`update webhook_gateway.deliveries set updated_at = now() where id = ${rows[0]!.id}`;
+      });
+    } finally {
+      await holder.end();
+    }
+    expect(await recorded).toBe(true);
+    const second = (await message(messageId)).attempts.filter((attempt: any) => attempt.attempt === 2);
+    expect(second).toHaveLength(1);
+  });
+
   it('stores the rest of a batch when Postgres refuses one attempt, and that one without its text', async () => {
     const { webhook, messageId, rows } = await deliveredTwice(`/refused-${counter + 1}`);
     // Second attempts for both URLs, recorded in one batch; the second one's error holds a NUL.

@@ -20,8 +20,13 @@ export function postgresError(error: unknown): (Error & { code: string }) | unde
   return withState(error, (code) => /^[0-9A-Z]{5}$/.test(code)) as (Error & { code: string }) | undefined;
 }
 
-/** Codes of a lost or refused connection: postgres.js's own, the socket's, and SQLSTATE classes 08 and 57P (shutdown). */
-const CONNECTION_CODES = /^(CONNECTION_|CONNECT_TIMEOUT$|ECONNREFUSED$|ECONNRESET$|EPIPE$|ETIMEDOUT$|08|57P0[1-3]$)/;
+/**
+ * Codes of a lost or refused connection: postgres.js's own, the socket's and the resolver's (a
+ * failover moving the host name), SQLSTATE classes 08 and 57P (shutdown), 53300 (too many
+ * connections) and 25006 (a read-only server: a primary turned standby, until the name follows).
+ */
+const CONNECTION_CODES =
+  /^(CONNECTION_|CONNECT_TIMEOUT$|ECONNREFUSED$|ECONNRESET$|EPIPE$|ETIMEDOUT$|EHOSTUNREACH$|ENETUNREACH$|ENOTFOUND$|EAI_AGAIN$|08|57P0[1-3]$|53300$|25006$)/;
 
 /** Whether the statement failed because Postgres could not be reached (a restart, a failover), not for what it said. */
 export function isConnectionError(error: unknown): boolean {
