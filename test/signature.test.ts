@@ -53,6 +53,7 @@ describe('retry decisions', () => {
     expect(parseRetryAfter('120')).toBe(120_000);
     expect(parseRetryAfter('Wed, 21 Oct 2015 07:28:00 GMT', Date.parse('Wed, 21 Oct 2015 07:27:00 GMT'))).toBe(60_000);
     expect(parseRetryAfter('soon')).toBeUndefined();
+    for (const junk of ['-1', '1.5', '2026-01-01']) expect(parseRetryAfter(junk)).toBeUndefined(); // Date.parse would read them as dates
   });
 });
 

@@ -9,6 +9,8 @@ const MAX_RETRY_AFTER_MS = 24 * 3_600_000;
 export function parseRetryAfter(header: string | undefined, now = Date.now()): number | undefined {
   if (!header) return undefined;
   if (/^\d+$/.test(header.trim())) return Number(header.trim()) * 1000;
+  // An HTTP date names its day and month; without them Date.parse takes '-1' or '1.5' for dates too.
+  if (!/[A-Za-z]{3}/.test(header)) return undefined;
   const date = Date.parse(header);
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
