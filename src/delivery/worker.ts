@@ -198,6 +198,9 @@ export class DeliveryWorker {
     const limit = this.limitOf(work);
     if (!(await this.urlSlots.acquire(work.url))) {
       const { min, max } = URL_BUSY_RETRY_MS;
+      // Its successors in the URL's line go on without it: waiting for it, they would hold the
+      // URL's places while it waits in the queue for one (it goes when it is back, out of turn).
+      if (slot.queued) await this.throttle.leaveLine(work.webhookId, work.url, slot);
       return this.delay(job, token, data, Math.min(max, Math.max(min, this.urlSlots.retryInMs(work.url))));
     }
     const placeTakenAt = Date.now();
