@@ -92,20 +92,25 @@ describe('delivery', () => {
   it('hides the secret a body carries from read-only profiles', async () => {
     const path = `/with-secret-${counter + 1}`;
     const { table, webhook } = await setup([path], { DefaultPayloadIncludesSecret: true });
+    receiver.answer(path, { status: 200, body: `got secret ${webhook.Secret}` }); // a receiver that echoes what it got
     await app.unsafe(`insert into "${table}" (note) values ('secret inside')`);
     const [call] = await waitFor(async () => (receiver.callsTo(path).length === 1 ? receiver.callsTo(path) : undefined));
     expect(call!.body).toContain(webhook.Secret); // the receiver gets it, as asked
+    await waitForStatus(call!.headers['webhook-id'] as string, 'SUCCEEDED');
 
     const reader = await gw.token({ readOnly: true, name: 'Reader', email: 'reader@acme.com' });
-    const query = `query($id: ID!, $webhookId: ID!) { message(id: $id) { body } messages(webhookId: $webhookId) { edges { node { body } } } }`;
+    const query = `query($id: ID!, $webhookId: ID!) {
+      message(id: $id) { body attempts { responseBody } } messages(webhookId: $webhookId) { edges { node { body } } } }`;
     const variables = { id: call!.headers['webhook-id'], webhookId: webhook.Id };
     const asReader = (await gw.graphql(query, variables, reader)).body.data;
     for (const body of [asReader.message.body, asReader.messages.edges[0].node.body]) {
       expect(body).not.toContain(webhook.Secret);
       expect(JSON.parse(body)).toMatchObject({ secret: '[secret hidden]' });
     }
+    expect(asReader.message.attempts[0].responseBody).toBe('got secret [secret hidden]');
     const asWriter = (await gw.graphql(query, variables, token)).body.data;
     expect(asWriter.message.body).toBe(call!.body);
+    expect(asWriter.message.attempts[0].responseBody).toBe(`got secret ${webhook.Secret}`);
   });
 
   it('signs with both secrets during a rotation', async () => {

@@ -5,7 +5,7 @@ import type { ServiceContext } from '../context';
 import { queryRows, type Db } from '../db/database';
 import { retryOnDeadlock } from '../db/errors';
 import { AppError } from '../errors';
-import { getMessage, type Message } from '../messages/service';
+import { getMessage, secretHider, type Message } from '../messages/service';
 import { messages } from '../messages/tables';
 import { getWebhook } from '../webhooks/service';
 import { webhooks } from '../webhooks/tables';
@@ -152,10 +152,12 @@ export async function redeliverFailedMessages(ctx: ServiceContext, webhookId: st
   });
 }
 
+/** The message's attempts, oldest first; a receiver's answer that echoed the secret shows it hidden to read-only profiles. */
 export async function listAttempts(ctx: ServiceContext, messageId: string): Promise<DeliveryAttempt[]> {
   requirePermission(ctx.principal, 'webhooks:read');
-  return ctx.db
+  const rows = await ctx.db
     .select({
+      webhookId: deliveryAttempts.webhookId,
       url: deliveryAttempts.url,
       attempt: deliveryAttempts.attempt,
       attemptedAt: deliveryAttempts.attemptedAt,
@@ -168,6 +170,11 @@ export async function listAttempts(ctx: ServiceContext, messageId: string): Prom
     .from(deliveryAttempts)
     .where(eq(deliveryAttempts.messageId, messageId))
     .orderBy(asc(deliveryAttempts.attemptedAt), asc(deliveryAttempts.id));
+  const hide = await secretHider(ctx, rows.map((row) => row.webhookId));
+  return rows.map(({ webhookId, ...attempt }) => ({
+    ...attempt,
+    responseBody: attempt.responseBody === null ? null : hide(webhookId, attempt.responseBody),
+  }));
 }
 
 /**

@@ -46,21 +46,27 @@ export const HIDDEN_SECRET = '[secret hidden]';
 
 /**
  * A body may carry its webhook's secret (DefaultPayloadIncludesSecret, or a template's
- * `[@out-hook:secret]`). Profiles without `webhooks:write` are not shown the secret anywhere, so
- * their bodies show it (the current one, and the previous one while it still signs) hidden.
+ * `[@out-hook:secret]`), and so may a receiver's answer (one that echoes what it got). Profiles
+ * without `webhooks:write` are not shown the secret anywhere: for them this hides it (the current
+ * one, and the previous one while it still signs) in texts of the given webhooks; for the others
+ * it leaves texts as they are.
  */
-async function readableBy(ctx: ServiceContext, rows: MessageRow[]): Promise<Message[]> {
-  if (hasPermission(ctx.principal, 'webhooks:write') || rows.length === 0) return rows.map(toMessage);
+export async function secretHider(ctx: ServiceContext, webhookIds: string[]): Promise<(webhookId: string, text: string) => string> {
+  if (hasPermission(ctx.principal, 'webhooks:write') || webhookIds.length === 0) return (_webhookId, text) => text;
   const secrets = await ctx.db
     .select({ id: webhooks.id, secret: webhooks.secret, previousSecret: webhooks.previousSecret })
     .from(webhooks)
-    .where(inArray(webhooks.id, [...new Set(rows.map((row) => row.webhookId))]));
+    .where(inArray(webhooks.id, [...new Set(webhookIds)]));
   const secretsOf = new Map(secrets.map((webhook) => [webhook.id, [webhook.secret, webhook.previousSecret]]));
-  return rows.map((row) => {
-    let body = row.body;
-    for (const secret of secretsOf.get(row.webhookId) ?? []) if (secret) body = body.replaceAll(secret, HIDDEN_SECRET);
-    return toMessage({ ...row, body });
-  });
+  return (webhookId, text) => {
+    for (const secret of secretsOf.get(webhookId) ?? []) if (secret) text = text.replaceAll(secret, HIDDEN_SECRET);
+    return text;
+  };
+}
+
+async function readableBy(ctx: ServiceContext, rows: MessageRow[]): Promise<Message[]> {
+  const hide = await secretHider(ctx, rows.map((row) => row.webhookId));
+  return rows.map((row) => toMessage({ ...row, body: hide(row.webhookId, row.body) }));
 }
 
 function toMessage(row: MessageRow): Message {
