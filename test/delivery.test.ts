@@ -154,6 +154,21 @@ describe('delivery', () => {
     expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(2000);
   });
 
+  it('does not send (nor load) a body over 10 MB, and records why', async () => {
+    const path = `/huge-${counter + 1}`;
+    const { table, webhook } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) values (repeat('x', 10 * 1024 * 1024))`);
+    const messageId = await waitFor(async () => {
+      const listed = await gw.graphql(`query($id: ID!) { messages(webhookId: $id) { edges { node { id } } } }`, { id: webhook.Id }, token);
+      return listed.body.data.messages.edges[0]?.node.id as string | undefined;
+    });
+    const failed = await waitForStatus(messageId, 'FAILED');
+    expect(failed.attempts.map((attempt: any) => [attempt.attempt, attempt.succeeded, attempt.error])).toEqual([
+      [1, false, 'the body is larger than 10485760 bytes; not sent'],
+    ]);
+    expect(receiver.callsTo(path)).toHaveLength(0);
+  });
+
   it('logs an answer whose body holds NUL bytes, which Postgres text cannot store', async () => {
     const path = `/binary-${counter + 1}`;
     receiver.script(path, { status: 200, body: 'ok\u0000\u0000done' });

@@ -15,7 +15,8 @@ export interface DeliveryWork {
   messageId: string;
   messageCreatedAt: Date;
   eventId: string;
-  body: string;
+  /** The message's body; null if it is larger than MAX_BODY_BYTES (not sent, and not read into memory either). */
+  body: string | null;
   webhookId: string;
   callThrottling: number;
   throttleEpoch: number;
@@ -33,7 +34,7 @@ interface WorkRow {
   message_id: string;
   message_created_at: string | Date;
   event_id: string;
-  body: string;
+  body: string | null;
   webhook_id: string;
   call_throttling: number;
   throttle_epoch: number;
@@ -47,6 +48,8 @@ interface Waiter {
   reject(error: unknown): void;
 }
 
+/** Bodies larger than this are not sent. A load of 200 such could take gigabytes, so they are not loaded either. */
+export const MAX_BODY_BYTES = 10 * 1024 * 1024;
 const MAX_BATCH = 200;
 // Jobs arrive one by one from the queue; waiting this long gathers them into one query.
 const BATCH_WINDOW_MS = 2;
@@ -113,7 +116,8 @@ export class DeliveryLoader {
             m.created_at as message_created_at, m.event_id, m.body, w.id as webhook_id, w.call_throttling, w.throttle_epoch, w.secret, w.previous_secret,
             coalesce(w.previous_secret_expires_at > now(), false) as previous_secret_valid
           from webhook_gateway.deliveries d
-          cross join lateral (select created_at, event_id, body from webhook_gateway.messages m where m.id = d.message_id offset 0) m
+          cross join lateral (select created_at, event_id, case when octet_length(body) <= ${sql.raw(String(MAX_BODY_BYTES))} then body end as body
+            from webhook_gateway.messages m where m.id = d.message_id offset 0) m
           cross join lateral (select id, call_throttling, throttle_epoch, secret, previous_secret, previous_secret_expires_at
             from webhook_gateway.webhooks w where w.id = d.webhook_id offset 0) w
           where d.id = any(array(select unnest(${sql.param(ids)}::bigint[])))`,

@@ -4,7 +4,6 @@ import { isIP } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
 import { isForbiddenAddress } from '../net/addresses';
 
-export const MAX_BODY_BYTES = 10 * 1024 * 1024;
 export const RESPONSE_BODY_LIMIT = 4096;
 /** How often calls past their deadline are looked for: a call is given up at most this late. */
 const DEADLINE_SWEEP_MS = 100;
@@ -85,9 +84,6 @@ export class Sender {
   }
 
   send(url: string, body: string, headers: Record<string, string>): Promise<SendResult> {
-    if (Buffer.byteLength(body) > MAX_BODY_BYTES) {
-      return Promise.resolve({ ok: false, permanent: true, durationMs: 0, error: `the body is larger than ${MAX_BODY_BYTES} bytes; not sent` });
-    }
     const target = this.targetOf(url);
     if (target.forbidden) return Promise.resolve({ ok: false, permanent: true, durationMs: 0, error: target.forbidden });
     return new Promise((resolve) => {

@@ -6,7 +6,7 @@ import type { Db } from '../db/database';
 import type { Logger } from '../logger';
 import type { Metrics } from '../server/metrics';
 import { USER_AGENT } from '../version';
-import { DeliveryLoader, type DeliveryWork } from './loader';
+import { DeliveryLoader, MAX_BODY_BYTES, type DeliveryWork } from './loader';
 import { DELIVERY_QUEUE, deliveryJobData, type DeliveryJobData } from './queue';
 import { AttemptRecorder, type AttemptOutcome } from './recorder';
 import { decideRetry, parseRetryAfter } from './retry';
@@ -158,6 +158,12 @@ export class DeliveryWorker {
       if (data.slot) await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
       return;
     }
+    if (work.body === null) {
+      // Too large to send (the loader left it out): it fails for good at once, no call made.
+      if (data.slot) await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
+      const error = `the body is larger than ${MAX_BODY_BYTES} bytes; not sent`;
+      return this.conclude(job, token, data, work, { attemptedAt: new Date(), result: { ok: false, permanent: true, durationMs: 0, error } });
+    }
     // A retry's job woke early (it ran again after a crash, or Redis lost its delay): it waits for its time.
     const early = work.status === 'RETRY_SCHEDULED' ? work.nextAttemptAt.getTime() - Date.now() : 0;
     if (early > SLOT_SLACK_MS) return this.delay(job, token, { deliveryId: data.deliveryId, generation: data.generation }, early);
@@ -167,9 +173,19 @@ export class DeliveryWorker {
       const wait = slot.at - Date.now();
       if (wait > SLOT_SLACK_MS) return this.delay(job, token, { ...data, slot }, wait);
     }
-    const sent = await this.sendInTurn(job, token, { ...data, slot }, work);
+    const sent = await this.sendInTurn(job, token, { ...data, slot }, work, work.body);
     if (!sent) return; // superseded while it waited: another job makes the call
-    const { attemptedAt, result } = sent;
+    return this.conclude(job, token, data, work, sent);
+  }
+
+  /** Records the attempt, tells subscribers, and puts the job back to wait for its retry if there is one. */
+  private async conclude(
+    job: Job<DeliveryJobData>,
+    token: string | undefined,
+    data: DeliveryJobData,
+    work: DeliveryWork,
+    { attemptedAt, result }: { attemptedAt: Date; result: SendResult },
+  ): Promise<void> {
     const { status, metrics } = this.options;
     const outcome = this.judge(work, attemptedAt, result);
     const applied = await this.recorder.record(outcome);
@@ -193,6 +209,7 @@ export class DeliveryWorker {
     token: string | undefined,
     data: DeliveryJobData & { slot: Slot },
     work: DeliveryWork,
+    body: string,
   ): Promise<{ attemptedAt: Date; result: SendResult } | undefined> {
     const { slot } = data;
     const limit = this.limitOf(work);
@@ -229,10 +246,10 @@ export class DeliveryWorker {
       this.options.status.publish([statusEvent(work, 'SENDING', work.attempts + 1)]);
       const attemptedAt = new Date();
       const timestamp = Math.floor(attemptedAt.getTime() / 1000);
-      const sending = this.sender.send(work.url, work.body, {
+      const sending = this.sender.send(work.url, body, {
         'webhook-id': work.messageId,
         'webhook-timestamp': String(timestamp),
-        'webhook-signature': signMessage(work.signingKeys, work.messageId, timestamp, work.body),
+        'webhook-signature': signMessage(work.signingKeys, work.messageId, timestamp, body),
       });
       // The request is with undici now, and written already if the URL had an idle keep-alive
       // connection (the usual case; a new connection can still be overtaken): the next call in
