@@ -132,9 +132,9 @@ export class AttemptRecorder {
   /**
    * A batch Postgres turned down for one of its rows must not fail the others (their jobs would
    * fail and their calls be made again), so it is written again row by row: after a refused value
-   * (class 22, e.g. text it cannot store), a deadlock (lost again, a row is written again, see
-   * write), or a foreign key violation (the message
-   * deleted with its webhook while the batch was written). A row refused again is stored without
+   * (class 22, e.g. text it cannot store), a deadlock (a single row that loses one is written
+   * again, see write), or a foreign key violation (the message deleted with its webhook while the
+   * batch was written). A row refused again is stored without
    * its free text (error, answer), with a note in its place, so that it is recorded and not sent
    * again and again; a row whose message is gone is dropped, as the statement itself would.
    * Resolves to whether the batch is taken care of.

@@ -30,8 +30,8 @@ export const PER_URL_CONCURRENCY = 50;
 /**
  * A URL none of whose calls finished for this long is taken for hanging: calls waiting for it go
  * back to the queue. A call to a URL that is only slow waits in the process for a place if its
- * turn is expected within URL_WAIT_MAX_MS, else it goes back too: a slow receiver's backlog
- * cannot fill the worker's slots and hold back other webhooks.
+ * turn is expected within `maxWaitMs`, else it goes back too: a slow receiver's backlog cannot
+ * fill the worker's slots and hold back other webhooks.
  */
 const URL_SLOT_LIMITS = { perUrl: PER_URL_CONCURRENCY, stallMs: 500, maxWaitMs: 1000 };
 /** Calls sent back from a busy URL try again after as long as it has hung, or as their turn is expected, within these bounds. */
