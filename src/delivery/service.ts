@@ -205,8 +205,11 @@ export async function watchDeliveryStatus(
 /** Live cancellation notices sent when a webhook is deleted, or URLs are removed from it, stop at this many deliveries. */
 const MAX_CANCELLED_NOTICES = 1000;
 
-/** A webhook's deliveries not yet done, oldest first: what deleting it cancels. */
-export async function unfinishedDeliveries(db: Db, webhookId: string): Promise<(DeliveryIdentity & { attempts: number })[]> {
+/**
+ * A webhook's deliveries not yet done (those `where` picks, if given), oldest first: what deleting
+ * it cancels, or taking their URLs off it.
+ */
+export async function unfinishedDeliveries(db: Db, webhookId: string, where?: SQL): Promise<(DeliveryIdentity & { attempts: number })[]> {
   return db
     .select({
       messageId: deliveries.messageId,
@@ -217,38 +220,23 @@ export async function unfinishedDeliveries(db: Db, webhookId: string): Promise<(
     })
     .from(deliveries)
     .innerJoin(messages, eq(messages.id, deliveries.messageId))
-    .where(and(eq(deliveries.webhookId, webhookId), inArray(deliveries.status, UNFINISHED_STATUSES)))
+    .where(and(eq(deliveries.webhookId, webhookId), inArray(deliveries.status, UNFINISHED_STATUSES), where))
     .orderBy(asc(deliveries.id))
     .limit(MAX_CANCELLED_NOTICES);
 }
 
 /**
- * The webhook's deliveries not yet done to URLs it no longer has: cancelled, under a new
- * generation, so that an attempt under way meanwhile is logged but schedules no retry. Returns
- * them (up to MAX_CANCELLED_NOTICES) for live subscribers, to be told after the commit.
+ * Cancels the webhook's deliveries not yet done to URLs it no longer has, under a new generation,
+ * so that an attempt under way meanwhile is logged but schedules no retry. Returns the first of
+ * them (see unfinishedDeliveries), for live subscribers, to be told after the commit.
  */
 export async function cancelDeliveriesToRemovedUrls(db: Db, webhookId: string): Promise<(DeliveryIdentity & { attempts: number })[]> {
-  const cancelled = await db
+  const toRemovedUrl = sql`${deliveries.url} not in (select u.url from webhook_gateway.webhook_urls u where u.webhook_id = ${webhookId})`;
+  const notices = await unfinishedDeliveries(db, webhookId, toRemovedUrl);
+  if (notices.length === 0) return notices;
+  await db
     .update(deliveries)
     .set({ status: 'CANCELLED', generation: sql`${deliveries.generation} + 1`, updatedAt: new Date() })
-    .where(
-      and(
-        eq(deliveries.webhookId, webhookId),
-        inArray(deliveries.status, UNFINISHED_STATUSES),
-        sql`${deliveries.url} not in (select u.url from webhook_gateway.webhook_urls u where u.webhook_id = ${webhookId})`,
-      ),
-    )
-    .returning({ id: deliveries.id, messageId: deliveries.messageId, webhookId: deliveries.webhookId, url: deliveries.url, attempts: deliveries.attempts });
-  const notices = cancelled.sort((a, b) => a.id - b.id).slice(0, MAX_CANCELLED_NOTICES);
-  const eventOf = new Map(
-    notices.length === 0
-      ? []
-      : (
-          await db
-            .select({ id: messages.id, eventId: messages.eventId })
-            .from(messages)
-            .where(inArray(messages.id, [...new Set(notices.map((row) => row.messageId))]))
-        ).map((row) => [row.id, row.eventId]),
-  );
-  return notices.map(({ messageId, url, attempts }) => ({ messageId, webhookId, eventId: eventOf.get(messageId) ?? '', url, attempts }));
+    .where(and(eq(deliveries.webhookId, webhookId), inArray(deliveries.status, UNFINISHED_STATUSES), toRemovedUrl));
+  return notices;
 }

@@ -206,13 +206,11 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
   const fields = parseInput(updateSchema(ctx), input);
   const outgoingUrls = fields.outgoingUrls && (await checkOutgoingUrls(ctx, fields.outgoingUrls));
   const limitInForce = (callThrottling: number) => Math.min(callThrottling, ctx.config.callThrottlingMax);
-  const cancelled: Awaited<ReturnType<typeof cancelDeliveriesToRemovedUrls>> = [];
   try {
     // Rebooking the waiting deliveries can meet the attempt recorder, which locks deliveries and
     // then (adding to a new hour's count) the webhook's row: the order opposite to this one.
-    const updated = await retryOnDeadlock(() =>
+    const { webhook, cancelled } = await retryOnDeadlock(() =>
       ctx.db.transaction(async (tx) => {
-        cancelled.length = 0; // a transaction tried again starts afresh
         // A change of the limit rebooks the waiting deliveries; the sweep's lock goes first.
         if (fields.callThrottling !== undefined) await holdSweeps(tx);
         const [current] = await tx
@@ -242,21 +240,19 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
           .where(eq(webhooks.id, id));
         // The new limit applies to the messages already waiting, too.
         if (throttlingChanged) await rebookWaitingDeliveries(tx, id);
+        if (outgoingUrls) await replaceUrls(tx, id, outgoingUrls);
         // Calls stop to the URLs taken away: their deliveries not yet done are cancelled.
-        if (outgoingUrls) {
-          await replaceUrls(tx, id, outgoingUrls);
-          cancelled.push(...(await cancelDeliveriesToRemovedUrls(tx, id)));
-        }
+        const cancelled = outgoingUrls ? await cancelDeliveriesToRemovedUrls(tx, id) : [];
         if (fields.enabled !== undefined) {
           // Enabled switches the Status of all the webhook's events (Caspio's semantics).
           await tx.update(webhookEvents).set({ enabled: fields.enabled }).where(eq(webhookEvents.webhookId, id));
           await syncCaptureTriggers(tx, ctx.config.watchedSchema);
         }
-        return loadWebhook(ctx, tx, id);
+        return { webhook: await loadWebhook(ctx, tx, id), cancelled };
       }),
     );
     ctx.status.publish(cancelled.map((delivery) => statusEvent(delivery, 'CANCELLED', delivery.attempts)));
-    return updated;
+    return webhook;
   } catch (error) {
     explainConflict(error, fields.name);
   }
