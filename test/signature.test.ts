@@ -2,6 +2,7 @@ import { Webhook } from 'standardwebhooks';
 import { describe, expect, it } from 'vitest';
 import { secretKey, signMessage } from '../src/delivery/signature';
 import { decideRetry, parseRetryAfter } from '../src/delivery/retry';
+import { afterRotation, MAX_PREVIOUS_SECRETS } from '../src/webhooks/secrets';
 import { maxInWindow } from './support/receiver';
 
 describe('Standard Webhooks signatures', () => {
@@ -26,6 +27,30 @@ describe('Standard Webhooks signatures', () => {
     expect(new Webhook(current).verify(body, headers)).toEqual({ hello: 'world' });
     expect(new Webhook(previous).verify(body, headers)).toEqual({ hello: 'world' });
     expect(() => new Webhook('whsec_b3RoZXIgc2VjcmV0IGVudGlyZWx5IGRpZmZlcmVudA==').verify(body, headers)).toThrow();
+  });
+});
+
+describe('secret rotation', () => {
+  const now = Date.parse('2026-12-02T10:00:00Z');
+  const day = 24 * 3_600_000;
+
+  it('keeps the replaced secret first, with those still signing behind it, and drops the expired', () => {
+    const previous = [
+      { secret: 'whsec_b', expiresAt: '2026-12-02T20:00:00.000Z' },
+      { secret: 'whsec_a', expiresAt: '2026-12-02T09:59:59.000Z' },
+    ];
+    expect(afterRotation('whsec_c', previous, now, day)).toEqual([
+      { secret: 'whsec_c', expiresAt: '2026-12-03T10:00:00.000Z' },
+      { secret: 'whsec_b', expiresAt: '2026-12-02T20:00:00.000Z' },
+    ]);
+  });
+
+  it(`keeps at most ${MAX_PREVIOUS_SECRETS}, the newest`, () => {
+    let previous = afterRotation('whsec_0', [], now, day);
+    for (let n = 1; n <= MAX_PREVIOUS_SECRETS + 2; n++) previous = afterRotation(`whsec_${n}`, previous, now + n, day);
+    expect(previous).toHaveLength(MAX_PREVIOUS_SECRETS);
+    expect(previous[0]!.secret).toBe(`whsec_${MAX_PREVIOUS_SECRETS + 2}`);
+    expect(previous.at(-1)!.secret).toBe('whsec_3');
   });
 });
 

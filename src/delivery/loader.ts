@@ -20,7 +20,7 @@ export interface DeliveryWork {
   webhookId: string;
   callThrottling: number;
   throttleEpoch: number;
-  /** The current secret's key, and the previous one's during a rotation. */
+  /** The current secret's key, and those of the secrets it replaced while they still sign. */
   signingKeys: Buffer[];
 }
 
@@ -39,8 +39,8 @@ interface WorkRow {
   call_throttling: number;
   throttle_epoch: number;
   secret: string;
-  previous_secret: string | null;
-  previous_secret_valid: boolean;
+  /** The replaced secrets still signing, newest first. */
+  signing_previous: string[];
 }
 
 interface Waiter {
@@ -113,12 +113,14 @@ export class DeliveryLoader {
     const rows = await queryRows<WorkRow>(
       this.db,
       sql`select d.id as delivery_id, d.generation, d.status, d.attempts, d.next_attempt_at, d.url, d.message_id,
-            m.created_at as message_created_at, m.event_id, m.body, w.id as webhook_id, w.call_throttling, w.throttle_epoch, w.secret, w.previous_secret,
-            coalesce(w.previous_secret_expires_at > now(), false) as previous_secret_valid
+            m.created_at as message_created_at, m.event_id, m.body, w.id as webhook_id, w.call_throttling, w.throttle_epoch, w.secret,
+            case when w.previous_secrets = '[]' then '{}' else array(
+              select p ->> 'secret' from jsonb_array_elements(w.previous_secrets) with ordinality as e(p, n)
+              where (p ->> 'expiresAt')::timestamptz > now() order by n) end as signing_previous
           from webhook_gateway.deliveries d
           cross join lateral (select created_at, event_id, case when octet_length(body) <= ${sql.raw(String(MAX_BODY_BYTES))} then body end as body
             from webhook_gateway.messages m where m.id = d.message_id offset 0) m
-          cross join lateral (select id, call_throttling, throttle_epoch, secret, previous_secret, previous_secret_expires_at
+          cross join lateral (select id, call_throttling, throttle_epoch, secret, previous_secrets
             from webhook_gateway.webhooks w where w.id = d.webhook_id offset 0) w
           where d.id = any(array(select unnest(${sql.param(ids)}::bigint[])))`,
       { prepared: true },
@@ -140,10 +142,7 @@ export class DeliveryLoader {
           webhookId: row.webhook_id,
           callThrottling: row.call_throttling,
           throttleEpoch: row.throttle_epoch,
-          signingKeys:
-            row.previous_secret && row.previous_secret_valid
-              ? [this.keyOf(row.secret), this.keyOf(row.previous_secret)]
-              : [this.keyOf(row.secret)],
+          signingKeys: [this.keyOf(row.secret), ...row.signing_previous.map((secret) => this.keyOf(secret))],
         },
       ]),
     );

@@ -5,7 +5,7 @@ export const secretKey = (secret: string) => Buffer.from(secret.replace(/^whsec_
 
 /**
  * The `webhook-signature` header of Standard Webhooks: `v1,<base64 HMAC-SHA256 of
- * "{id}.{timestamp}.{body}">`, one per key, space-separated (two during secret rotation).
+ * "{id}.{timestamp}.{body}">`, one per key, space-separated (more than one during secret rotation).
  */
 export function signMessage(keys: readonly Buffer[], messageId: string, timestamp: number, body: string): string {
   return keys

@@ -48,18 +48,18 @@ export const HIDDEN_SECRET = '[secret hidden]';
  * A body may carry its webhook's secret (DefaultPayloadIncludesSecret, or a template's
  * `[@out-hook:secret]`), and so may a receiver's answer (one that echoes what it got). Profiles
  * without `webhooks:write` are not shown the secret anywhere: for them this hides it (the current
- * one, and the previous one while it still signs) in texts of the given webhooks; for the others
+ * one, and those it replaced) in texts of the given webhooks; for the others
  * it leaves texts as they are.
  */
 export async function secretHider(ctx: ServiceContext, webhookIds: string[]): Promise<(webhookId: string, text: string) => string> {
   if (hasPermission(ctx.principal, 'webhooks:write') || webhookIds.length === 0) return (_webhookId, text) => text;
   const secrets = await ctx.db
-    .select({ id: webhooks.id, secret: webhooks.secret, previousSecret: webhooks.previousSecret })
+    .select({ id: webhooks.id, secret: webhooks.secret, previousSecrets: webhooks.previousSecrets })
     .from(webhooks)
     .where(inArray(webhooks.id, [...new Set(webhookIds)]));
-  const secretsOf = new Map(secrets.map((webhook) => [webhook.id, [webhook.secret, webhook.previousSecret]]));
+  const secretsOf = new Map(secrets.map((webhook) => [webhook.id, [webhook.secret, ...webhook.previousSecrets.map((entry) => entry.secret)]]));
   return (webhookId, text) => {
-    for (const secret of secretsOf.get(webhookId) ?? []) if (secret) text = text.replaceAll(secret, HIDDEN_SECRET);
+    for (const secret of secretsOf.get(webhookId) ?? []) text = text.replaceAll(secret, HIDDEN_SECRET);
     return text;
   };
 }

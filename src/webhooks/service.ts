@@ -13,7 +13,7 @@ import { badInput, notFound } from '../errors';
 import { webhookEvents } from '../events/tables';
 import { deliveryStats, type DeliveryStats } from '../messages/stats';
 import { expected, parseInput } from '../validation';
-import { newWebhookSecret } from './secrets';
+import { afterRotation, newWebhookSecret } from './secrets';
 import { webhooks, webhookUrls } from './tables';
 import { findForbiddenTarget, parseTargetUrl } from './targetUrls';
 
@@ -285,19 +285,25 @@ export async function getWebhookStats(ctx: ServiceContext, id: string): Promise<
   return { events: events?.count ?? 0, ...(await deliveryStats(ctx.db, { webhookId: id })) };
 }
 
-/** A new secret; the old one keeps signing beside it for SECRET_ROTATION_OVERLAP. */
+/**
+ * A new secret; the old one keeps signing beside it for SECRET_ROTATION_OVERLAP, as do those
+ * replaced before it until their own overlap ends.
+ */
 export async function regenerateWebhookSecret(ctx: ServiceContext, id: string): Promise<Webhook> {
   requirePermission(ctx.principal, 'webhooks:write');
   return ctx.db.transaction(async (tx) => {
-    const [current] = await tx.select({ secret: webhooks.secret }).from(webhooks).where(eq(webhooks.id, id)).for('update');
+    const [current] = await tx
+      .select({ secret: webhooks.secret, previousSecrets: webhooks.previousSecrets })
+      .from(webhooks)
+      .where(eq(webhooks.id, id))
+      .for('update');
     if (!current) throw notFound('Webhook', id);
     const now = Date.now();
     await tx
       .update(webhooks)
       .set({
         secret: newWebhookSecret(),
-        previousSecret: current.secret,
-        previousSecretExpiresAt: new Date(now + ctx.config.secretRotationOverlapMs),
+        previousSecrets: afterRotation(current.secret, current.previousSecrets, now, ctx.config.secretRotationOverlapMs),
         modifiedAt: new Date(now),
         modifiedBy: displayName(ctx.principal),
       })

@@ -1,5 +1,11 @@
-import { boolean, index, integer, text, timestamp } from 'drizzle-orm/pg-core';
+import { boolean, index, integer, jsonb, text, timestamp } from 'drizzle-orm/pg-core';
 import { gatewaySchema } from '../db/namespace';
+
+/** A secret replaced by a rotation, and when it stops signing (ISO 8601). */
+export interface PreviousSecret {
+  secret: string;
+  expiresAt: string;
+}
 
 export const webhooks = gatewaySchema.table('webhooks', {
   id: text('id').primaryKey(),
@@ -12,9 +18,8 @@ export const webhooks = gatewaySchema.table('webhooks', {
   enabled: boolean('enabled').notNull().default(true),
   defaultPayloadIncludesSecret: boolean('default_payload_includes_secret').notNull().default(false),
   secret: text('secret').notNull(),
-  // The secret replaced by the last rotation keeps signing until previousSecretExpiresAt.
-  previousSecret: text('previous_secret'),
-  previousSecretExpiresAt: timestamp('previous_secret_expires_at', { withTimezone: true }),
+  // The secrets replaced by rotations, newest first: each keeps signing until its expiresAt.
+  previousSecrets: jsonb('previous_secrets').$type<PreviousSecret[]>().notNull().default([]),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   createdBy: text('created_by').notNull(),
   modifiedAt: timestamp('modified_at', { withTimezone: true }).notNull().defaultNow(),
