@@ -126,25 +126,35 @@ describe('delivery', () => {
 
   it('keeps every replaced secret signing until its own overlap ends, across rotations in a row', async () => {
     const path = `/rotate-twice-${counter + 1}`;
-    const { table, webhook } = await setup([path]);
+    const { table, webhook } = await setup([path], { DefaultPayloadIncludesSecret: true });
+    const callsTo = (n: number) => waitFor(async () => (receiver.callsTo(path).length >= n ? receiver.callsTo(path) : undefined));
+    await app.unsafe(`insert into "${table}" (note) values ('before')`);
+    const [before] = await callsTo(1);
     const first = await gw.request('PATCH', `/v2/outgoingWebhooks/${webhook.Id}/regenerateSecret`, { token });
     const second = await gw.request('PATCH', `/v2/outgoingWebhooks/${webhook.Id}/regenerateSecret`, { token });
     await app.unsafe(`insert into "${table}" (note) values ('twice')`);
-    const [call] = await waitFor(async () => (receiver.callsTo(path).length > 0 ? receiver.callsTo(path) : undefined));
-    expect(String(call!.headers['webhook-signature']).split(' ')).toHaveLength(3);
+    const twice = (await callsTo(2))[1]!;
+    expect(String(twice.headers['webhook-signature']).split(' ')).toHaveLength(3);
     for (const secret of [webhook.Secret, first.body.Secret, second.body.Secret]) {
-      expect(verify(secret, call!)).toMatchObject({ data: [{ note: 'twice' }] });
+      expect(verify(secret, twice)).toMatchObject({ data: [{ note: 'twice' }] });
     }
 
     // The original secret's overlap ends (as if a day went by): it signs no more, the others still do.
     await app`update webhook_gateway.webhooks set previous_secrets = jsonb_set(previous_secrets, '{1,expiresAt}', to_jsonb(now() - interval '1 second'))
       where id = ${webhook.Id}`;
     await app.unsafe(`insert into "${table}" (note) values ('later')`);
-    const [, later] = await waitFor(async () => (receiver.callsTo(path).length > 1 ? receiver.callsTo(path) : undefined));
-    expect(String(later!.headers['webhook-signature']).split(' ')).toHaveLength(2);
-    expect(() => verify(webhook.Secret, later!)).toThrow();
-    expect(verify(first.body.Secret, later!)).toMatchObject({ data: [{ note: 'later' }] });
-    expect(verify(second.body.Secret, later!)).toMatchObject({ data: [{ note: 'later' }] });
+    const later = (await callsTo(3))[2]!;
+    expect(String(later.headers['webhook-signature']).split(' ')).toHaveLength(2);
+    expect(() => verify(webhook.Secret, later)).toThrow();
+    expect(verify(first.body.Secret, later)).toMatchObject({ data: [{ note: 'later' }] });
+    expect(verify(second.body.Secret, later)).toMatchObject({ data: [{ note: 'later' }] });
+
+    // It is still hidden from read-only profiles in the message it was sent in.
+    expect(before!.body).toContain(webhook.Secret);
+    const reader = await gw.token({ readOnly: true, name: 'Rotation reader', email: 'rotation-reader@acme.com' });
+    const read = await gw.graphql(`query($id: ID!) { message(id: $id) { body } }`, { id: before!.headers['webhook-id'] }, reader);
+    expect(read.body.data.message.body).not.toContain(webhook.Secret);
+    expect(JSON.parse(read.body.data.message.body)).toMatchObject({ secret: '[secret hidden]' });
   });
 
   it('retries a failing receiver and succeeds on the third attempt', async () => {

@@ -33,21 +33,24 @@ describe('Standard Webhooks signatures', () => {
 describe('secret rotation', () => {
   const now = Date.parse('2026-12-02T10:00:00Z');
   const day = 24 * 3_600_000;
+  const times = { overlapMs: day, keptForMs: 30 * day };
 
-  it('keeps the replaced secret first, with those still signing behind it, and drops the expired', () => {
+  it('puts the replaced secret first, keeps the earlier ones for the retention after their signing ended, and drops older ones', () => {
     const previous = [
-      { secret: 'whsec_b', expiresAt: '2026-12-02T20:00:00.000Z' },
-      { secret: 'whsec_a', expiresAt: '2026-12-02T09:59:59.000Z' },
+      { secret: 'whsec_c', expiresAt: '2026-12-02T20:00:00.000Z' }, // still signing
+      { secret: 'whsec_b', expiresAt: '2026-11-20T10:00:00.000Z' }, // signing ended 12 days ago
+      { secret: 'whsec_a', expiresAt: '2026-11-01T10:00:00.000Z' }, // ended 31 days ago
     ];
-    expect(afterRotation('whsec_c', previous, now, day)).toEqual([
-      { secret: 'whsec_c', expiresAt: '2026-12-03T10:00:00.000Z' },
-      { secret: 'whsec_b', expiresAt: '2026-12-02T20:00:00.000Z' },
+    expect(afterRotation('whsec_d', previous, now, times)).toEqual([
+      { secret: 'whsec_d', expiresAt: '2026-12-03T10:00:00.000Z' },
+      { secret: 'whsec_c', expiresAt: '2026-12-02T20:00:00.000Z' },
+      { secret: 'whsec_b', expiresAt: '2026-11-20T10:00:00.000Z' },
     ]);
   });
 
   it(`keeps at most ${MAX_PREVIOUS_SECRETS}, the newest`, () => {
-    let previous = afterRotation('whsec_0', [], now, day);
-    for (let n = 1; n <= MAX_PREVIOUS_SECRETS + 2; n++) previous = afterRotation(`whsec_${n}`, previous, now + n, day);
+    let previous = afterRotation('whsec_0', [], now, times);
+    for (let n = 1; n <= MAX_PREVIOUS_SECRETS + 2; n++) previous = afterRotation(`whsec_${n}`, previous, now + n, times);
     expect(previous).toHaveLength(MAX_PREVIOUS_SECRETS);
     expect(previous[0]!.secret).toBe(`whsec_${MAX_PREVIOUS_SECRETS + 2}`);
     expect(previous.at(-1)!.secret).toBe('whsec_3');

@@ -285,6 +285,8 @@ export async function getWebhookStats(ctx: ServiceContext, id: string): Promise<
   return { events: events?.count ?? 0, ...(await deliveryStats(ctx.db, { webhookId: id })) };
 }
 
+const DAY_MS = 24 * 3_600_000;
+
 /**
  * A new secret; the old one keeps signing beside it for SECRET_ROTATION_OVERLAP, as do those
  * replaced before it until their own overlap ends.
@@ -303,7 +305,10 @@ export async function regenerateWebhookSecret(ctx: ServiceContext, id: string): 
       .update(webhooks)
       .set({
         secret: newWebhookSecret(),
-        previousSecrets: afterRotation(current.secret, current.previousSecrets, now, ctx.config.secretRotationOverlapMs),
+        previousSecrets: afterRotation(current.secret, current.previousSecrets, now, {
+          overlapMs: ctx.config.secretRotationOverlapMs,
+          keptForMs: ctx.config.logRetentionDays * DAY_MS,
+        }),
         modifiedAt: new Date(now),
         modifiedBy: displayName(ctx.principal),
       })

@@ -18,7 +18,8 @@ export const webhooks = gatewaySchema.table('webhooks', {
   enabled: boolean('enabled').notNull().default(true),
   defaultPayloadIncludesSecret: boolean('default_payload_includes_secret').notNull().default(false),
   secret: text('secret').notNull(),
-  // The secrets replaced by rotations, newest first: each keeps signing until its expiresAt.
+  // The secrets replaced by rotations, newest first: each signs until its expiresAt, and is kept
+  // after that to be hidden from read-only profiles (see afterRotation).
   previousSecrets: jsonb('previous_secrets').$type<PreviousSecret[]>().notNull().default([]),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   createdBy: text('created_by').notNull(),
