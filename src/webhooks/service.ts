@@ -307,7 +307,9 @@ export async function regenerateWebhookSecret(ctx: ServiceContext, id: string): 
         secret: newWebhookSecret(),
         previousSecrets: afterRotation(current.secret, current.previousSecrets, now, {
           overlapMs: ctx.config.secretRotationOverlapMs,
-          keptForMs: ctx.config.logRetentionDays * DAY_MS,
+          // A message made just before the rotation is retried for the whole schedule, and each
+          // attempt (a receiver may echo the body) is kept for the retention after it.
+          keptForMs: ctx.config.logRetentionDays * DAY_MS + ctx.config.retryScheduleMs.reduce((sum, ms) => sum + ms, 0),
         }),
         modifiedAt: new Date(now),
         modifiedBy: displayName(ctx.principal),
