@@ -33,13 +33,18 @@ export function isConnectionError(error: unknown): boolean {
   return withState(error, (code) => CONNECTION_CODES.test(code)) !== undefined;
 }
 
-/** Runs the transaction again, up to `attempts` times in all, while Postgres breaks a deadlock by aborting it (SQLSTATE 40P01). */
+/** SQLSTATEs of a transaction Postgres aborted to break a deadlock (or a serialization conflict): running it again is the remedy. */
+export const DEADLOCK_CODES = ['40P01', '40001'];
+
+/** Runs the transaction again, up to `attempts` times in all, while Postgres aborts it to break a deadlock. */
 export async function retryOnDeadlock<T>(transaction: () => Promise<T>, attempts = 3): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await transaction();
     } catch (error) {
-      if (postgresError(error)?.code !== '40P01' || attempt >= attempts) throw error;
+      if (!DEADLOCK_CODES.includes(postgresError(error)?.code ?? '') || attempt >= attempts) throw error;
+      // A pause of varying length, so that the transactions that met are unlikely to meet again.
+      await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 40));
     }
   }
 }

@@ -114,6 +114,7 @@ export class DeliveryLoader {
       this.db,
       sql`select d.id as delivery_id, d.generation, d.status, d.attempts, d.next_attempt_at, d.url, d.message_id,
             m.created_at as message_created_at, m.event_id, m.body, w.id as webhook_id, w.call_throttling, w.throttle_epoch, w.secret,
+            -- the replaced secrets still signing (a webhook never rotated skips the subquery)
             case when w.previous_secrets = '[]' then '{}' else array(
               select p ->> 'secret' from jsonb_array_elements(w.previous_secrets) with ordinality as e(p, n)
               where (p ->> 'expiresAt')::timestamptz > now() order by n) end as signing_previous

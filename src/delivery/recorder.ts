@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { queryRows, type Db } from '../db/database';
-import { isConnectionError, postgresError } from '../db/errors';
+import { DEADLOCK_CODES, isConnectionError, postgresError, retryOnDeadlock } from '../db/errors';
 import { countHourOf } from '../messages/stats';
 import type { Logger } from '../logger';
 import type { SendResult } from './sender';
@@ -37,7 +37,6 @@ const MAX_WAIT_MS = 5;
 const RECONNECT_DELAY_MS = 1000;
 /** A batch still waiting for Postgres is reported again this often. */
 const RECONNECT_REPORT_MS = 60_000;
-const DEADLOCK_CODES = ['40P01', '40001'];
 /** How often one attempt's record is written again after losing a deadlock before its job fails. */
 const MAX_DEADLOCK_RETRIES = 5;
 
@@ -98,10 +97,13 @@ export class AttemptRecorder {
     }
   }
 
-  private async write(batch: Pending[], retried = false, reportedAt = 0, deadlocks = 0): Promise<void> {
+  private async write(batch: Pending[], retried = false, reportedAt = 0): Promise<void> {
     let moved: Set<number>;
     try {
-      moved = await recordOutcomes(this.db, batch.map((entry) => entry.outcome));
+      const record = () => recordOutcomes(this.db, batch.map((entry) => entry.outcome));
+      // One row that lost a deadlock (or a serialization check) is simply written again: failing
+      // it would make its call again with no record of the first. A larger batch is split (recover).
+      moved = await (batch.length === 1 ? retryOnDeadlock(record, 1 + MAX_DEADLOCK_RETRIES) : record());
     } catch (error) {
       if (isConnectionError(error) && !this.givingUp) {
         if (Date.now() - reportedAt >= RECONNECT_REPORT_MS) {
@@ -111,14 +113,7 @@ export class AttemptRecorder {
         await new Promise((resolve) => setTimeout(resolve, RECONNECT_DELAY_MS));
         return this.write(batch, retried, reportedAt);
       }
-      const refused = postgresError(error);
-      // One row that lost a deadlock (or a serialization check) is simply written again: failing
-      // it would make its call again with no record of the first.
-      if (batch.length === 1 && DEADLOCK_CODES.includes(refused?.code ?? '') && deadlocks < MAX_DEADLOCK_RETRIES) {
-        await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 40));
-        return this.write(batch, retried, reportedAt, deadlocks + 1);
-      }
-      if (!retried && (await this.recover(batch, refused))) return;
+      if (!retried && (await this.recover(batch, postgresError(error)))) return;
       return this.fail(batch, error);
     }
     for (const entry of batch) entry.resolve(moved.has(entry.outcome.deliveryId));
@@ -134,9 +129,9 @@ export class AttemptRecorder {
    * fail and their calls be made again), so it is written again row by row: after a refused value
    * (class 22, e.g. text it cannot store), a deadlock (a single row that loses one is written
    * again, see write), or a foreign key violation (the message deleted with its webhook while the
-   * batch was written). A row refused again is stored without
-   * its free text (error, answer), with a note in its place, so that it is recorded and not sent
-   * again and again; a row whose message is gone is dropped, as the statement itself would.
+   * batch was written). A row refused again is stored without its free text (error, answer), with
+   * a note in its place, so that it is recorded and not sent again and again; a row whose message
+   * is gone is dropped, as the statement itself would.
    * Resolves to whether the batch is taken care of.
    */
   private async recover(batch: Pending[], refused: (Error & { code: string }) | undefined): Promise<boolean> {

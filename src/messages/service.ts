@@ -48,8 +48,8 @@ export const HIDDEN_SECRET = '[secret hidden]';
  * A body may carry its webhook's secret (DefaultPayloadIncludesSecret, or a template's
  * `[@out-hook:secret]`), and so may a receiver's answer (one that echoes what it got). Profiles
  * without `webhooks:write` are not shown the secret anywhere: for them this hides it (the current
- * one, and those it replaced) in texts of the given webhooks; for the others
- * it leaves texts as they are.
+ * one, and those it replaced) in texts of the given webhooks; for the others it leaves texts as
+ * they are.
  */
 export async function secretHider(ctx: ServiceContext, webhookIds: string[]): Promise<(webhookId: string, text: string) => string> {
   if (hasPermission(ctx.principal, 'webhooks:write') || webhookIds.length === 0) return (_webhookId, text) => text;
