@@ -472,23 +472,25 @@ describe('retention', () => {
     const { deleteExpiredRecords } = await import('../src/delivery/retention');
     const path = `/retention-${counter + 1}`;
     const { table } = await setup([path]);
-    await app.unsafe(`insert into "${table}" (note) select 'r' || n from generate_series(1, 3) n`);
+    await app.unsafe(`insert into "${table}" (note) select 'r' || n from generate_series(1, 4) n`);
     const ids = await waitFor(async () => {
       const calls = receiver.callsTo(path);
-      return calls.length === 3 ? calls.map((call) => call.headers['webhook-id'] as string) : undefined;
+      return calls.length === 4 ? calls.map((call) => call.headers['webhook-id'] as string) : undefined;
     });
     await Promise.all(ids.map((id) => waitForStatus(id, 'SUCCEEDED')));
-    const [old, pending, recent] = ids as [string, string, string];
-    await app`update webhook_gateway.messages set created_at = now() - interval '40 days' where id in ${app([old, pending])}`;
+    const [old, pending, recent, attemptedLately] = ids as [string, string, string, string];
+    await app`update webhook_gateway.messages set created_at = now() - interval '40 days' where id in ${app([old, pending, attemptedLately])}`;
     await app`update webhook_gateway.deliveries set status = 'RETRY_SCHEDULED', next_attempt_at = now() + interval '1 day' where message_id = ${pending}`;
-    await app`update webhook_gateway.delivery_attempts set attempted_at = now() - interval '40 days' where message_id = ${pending}`;
+    await app`update webhook_gateway.delivery_attempts set attempted_at = now() - interval '40 days' where message_id in ${app([old, pending])}`;
 
     const deleted = await deleteExpiredRecords(gw.gateway.database.db, 30);
     expect(deleted).toMatchObject({ messages: 1, attempts: 1 });
     const left = await app`select id from webhook_gateway.messages where id in ${app(ids)} order by id`;
-    expect(left.map((row) => row.id).sort()).toEqual([pending, recent].sort());
+    expect(left.map((row) => row.id).sort()).toEqual([pending, recent, attemptedLately].sort());
     expect((await message(pending)).attempts).toEqual([]); // its old attempt went, the message stays while pending
     expect((await message(recent)).attempts).toHaveLength(1);
+    // An old message attempted within the retention (a late retry, a redelivery) keeps its attempts as long.
+    expect((await message(attemptedLately)).attempts).toHaveLength(1);
   });
 
   it('keeps an old message redelivered while the clean-up runs', async () => {
@@ -717,4 +719,114 @@ describe('attempt log', () => {
     ]);
     expect(logged[1].error).toMatch(/^the attempt's error and answer text could not be stored \(.*0x00/);
   });
+
+  it('holds an attempt Postgres cannot store for now (disk full) and stores it once it can, without calling again', async () => {
+    const path = `/disk-full-${counter + 1}`;
+    const { table } = await setup([path]);
+    const refusing = `refuse_attempts_${counter}`;
+    // Postgres refuses this URL's attempt records, as it does all writes when its disk is full.
+    await app.unsafe(`create function public.${refusing}() returns trigger language plpgsql as $$
+      begin if new.url like '%${path}' then raise exception 'could not extend file' using errcode = 'disk_full'; end if; return new; end $$`);
+    await app.unsafe(`create trigger ${refusing} before insert on webhook_gateway.delivery_attempts for each row execute function public.${refusing}()`);
+    let id: string;
+    try {
+      await app.unsafe(`insert into "${table}" (note) values ('full')`);
+      const [call] = await waitFor(async () => (receiver.callsTo(path).length === 1 ? receiver.callsTo(path) : undefined));
+      id = call!.headers['webhook-id'] as string;
+      // A failed job would run again 2 s later and call again; the held attempt makes no new call.
+      await new Promise((resolve) => setTimeout(resolve, 4500));
+      expect(receiver.callsTo(path)).toHaveLength(1);
+      expect((await message(id)).status).toBe('PENDING');
+    } finally {
+      await app.unsafe(`drop trigger ${refusing} on webhook_gateway.delivery_attempts`);
+      await app.unsafe(`drop function public.${refusing}()`);
+    }
+    const delivered = await waitForStatus(id, 'SUCCEEDED');
+    expect(delivered.attempts).toHaveLength(1);
+    expect(receiver.callsTo(path)).toHaveLength(1);
+  });
+
+  it('does not store an attempt twice when the answer to its committed record was lost with the connection', async () => {
+    const { webhook, messageId, rows } = await deliveredTwice(`/lost-answer-${counter + 1}`);
+    const proxy = await answerCuttingProxy(new URL(gw.databaseUrl));
+    const { connectPostgres } = await import('../src/db/database');
+    const { AttemptRecorder } = await import('../src/delivery/recorder');
+    const { createLogger } = await import('../src/logger');
+    const database = connectPostgres(gw.databaseUrl.replace(/@[^/]+\//, `@127.0.0.1:${proxy.port}/`), 1);
+    try {
+      const recorder = new AttemptRecorder(database.db, createLogger('silent'));
+      proxy.cutAfterCommandTag('UPDATE'); // the record's statement commits; its answer never arrives
+      const applied = await recorder.record({
+        deliveryId: Number(rows[0]!.id),
+        generation: 0,
+        messageId,
+        webhookId: webhook.Id,
+        eventId: rows[0]!.event_id,
+        url: rows[0]!.url,
+        attempt: 2,
+        attemptedAt: new Date(),
+        result: { ok: true, httpStatus: 200, durationMs: 5 },
+        status: 'SUCCEEDED',
+        nextAttemptAt: null,
+      });
+      expect(proxy.cuts).toBe(1);
+      expect(applied).toBe(true);
+      const second = (await message(messageId)).attempts.filter((attempt: any) => attempt.attempt === 2);
+      expect(second).toHaveLength(1);
+      const [counted] = await app<[{ calls: number }]>`select sum(calls)::int as calls from webhook_gateway.delivery_counts where webhook_id = ${webhook.Id}`;
+      expect(counted.calls).toBe(3); // two first attempts and this one, once
+    } finally {
+      await database.close();
+      proxy.close();
+    }
+  });
 });
+
+/**
+ * A TCP proxy to Postgres that can drop a connection right after Postgres has answered a statement
+ * with the given command tag (so after its commit), before the answer reaches the client.
+ */
+async function answerCuttingProxy(target: URL) {
+  const net = await import('node:net');
+  let cutTag: string | undefined;
+  let cuts = 0;
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    client.on('error', () => {});
+    upstream.on('error', () => {});
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+    client.pipe(upstream);
+    let pending = Buffer.alloc(0); // server bytes not yet split into whole messages
+    upstream.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      let whole = 0;
+      while (pending.length - whole >= 5 && pending.length - whole >= 1 + pending.readInt32BE(whole + 1)) {
+        const length = pending.readInt32BE(whole + 1);
+        if (cutTag && pending[whole] === 0x43 /* CommandComplete */ && pending.toString('utf8', whole + 5, whole + 1 + length - 1).startsWith(cutTag)) {
+          cutTag = undefined;
+          cuts++;
+          client.destroy();
+          upstream.destroy();
+          return;
+        }
+        whole += 1 + length;
+      }
+      client.write(pending.subarray(0, whole));
+      pending = pending.subarray(whole);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    cutAfterCommandTag(tag: string) {
+      cutTag = tag;
+    },
+    get cuts() {
+      return cuts;
+    },
+    close() {
+      server.close();
+    },
+  };
+}

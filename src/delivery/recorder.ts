@@ -29,10 +29,10 @@ interface Pending {
 const MAX_BATCH = 500;
 const MAX_WAIT_MS = 5;
 /**
- * While Postgres cannot be reached, a batch is written again this often, for as long as it takes
- * (until the worker stops): the calls are made, and failing their jobs would make them again with
- * no record of the first. What waits is bounded: a job waits for its record, so a worker holds
- * at most its concurrency of them.
+ * While Postgres cannot be reached or cannot take a batch, it is written again this often, for as
+ * long as it takes (until the worker stops): the calls are made, and failing their jobs would make
+ * them again with no record of the first. What waits is bounded: a job waits for its record, so a
+ * worker holds at most its concurrency of them.
  */
 const RECONNECT_DELAY_MS = 1000;
 /** A batch still waiting for Postgres is reported again this often. */
@@ -97,26 +97,65 @@ export class AttemptRecorder {
     }
   }
 
-  private async write(batch: Pending[], retried = false, reportedAt = 0): Promise<void> {
+  /**
+   * Writes the batch. What Postgres cannot take now (unreachable, or refusing for a reason no row
+   * of the batch is to blame for: disk full, a timeout, a deadlock lost again and again) is held
+   * and written again every second until it can: failing the jobs would make their calls again,
+   * and again, with no record of them. `retried`: the batch is a refused row stored without its
+   * text. `uncertain`: an earlier write of it was cut off and may have committed.
+   */
+  private async write(batch: Pending[], { retried = false, uncertain = false, reportedAt = 0 } = {}): Promise<void> {
     let moved: Set<number>;
     try {
+      if (uncertain) batch = await this.withoutCommitted(batch);
+      if (batch.length === 0) return;
       const record = () => recordOutcomes(this.db, batch.map((entry) => entry.outcome));
-      // One row that lost a deadlock (or a serialization check) is simply written again: failing
-      // it would make its call again with no record of the first. A larger batch is split (recover).
+      // One row that lost a deadlock (or a serialization check) is simply written again. A larger
+      // batch is split (recover).
       moved = await (batch.length === 1 ? retryOnDeadlock(record, 1 + MAX_DEADLOCK_RETRIES) : record());
     } catch (error) {
-      if (isConnectionError(error) && !this.givingUp) {
+      const connectionLost = isConnectionError(error);
+      const refused = postgresError(error);
+      if (!connectionLost && !retried && (await this.recover(batch, refused))) return;
+      if ((connectionLost || refused) && !this.givingUp) {
         if (Date.now() - reportedAt >= RECONNECT_REPORT_MS) {
-          this.log.warn({ err: (error as Error).message, attempts: batch.length }, 'Postgres unreachable; holding the attempts until it is back');
+          const err = (error as Error).message;
+          if (connectionLost) this.log.warn({ err, attempts: batch.length }, 'Postgres unreachable; holding the attempts until it is back');
+          else this.log.error({ err, code: refused!.code, attempts: batch.length }, 'Postgres refused the attempts; holding them and writing them again every second');
           reportedAt = Date.now();
         }
         await new Promise((resolve) => setTimeout(resolve, RECONNECT_DELAY_MS));
-        return this.write(batch, retried, reportedAt);
+        return this.write(batch, { retried, uncertain: uncertain || connectionLost, reportedAt });
       }
-      if (!retried && (await this.recover(batch, postgresError(error)))) return;
       return this.fail(batch, error);
     }
     for (const entry of batch) entry.resolve(moved.has(entry.outcome.deliveryId));
+  }
+
+  /**
+   * A write cut off with its connection may have committed before the answer was lost: the
+   * attempts it stored are not stored again (nor counted twice). Each of those resolves to
+   * whether its delivery has its state; the rest are returned, to be written.
+   */
+  private async withoutCommitted(batch: Pending[]): Promise<Pending[]> {
+    const outcomes = batch.map((entry) => entry.outcome);
+    const column = <T>(pick: (outcome: AttemptOutcome) => T) => sql.param(outcomes.map(pick));
+    const stored = await queryRows<{ delivery_id: string | number; applied: boolean }>(
+      this.db,
+      sql`select o.delivery_id, exists (select 1 from webhook_gateway.deliveries d
+            where d.id = o.delivery_id and d.generation = o.generation and d.attempts >= o.attempt) as applied
+          from unnest(${column((o) => o.deliveryId)}::bigint[], ${column((o) => o.generation)}::int[], ${column((o) => o.messageId)}::uuid[],
+            ${column((o) => o.url)}::text[], ${column((o) => o.attempt)}::int[], ${column((o) => o.attemptedAt.toISOString())}::text[]::timestamptz[])
+            as o(delivery_id, generation, message_id, url, attempt, attempted_at)
+          where exists (select 1 from webhook_gateway.delivery_attempts a
+            where a.message_id = o.message_id and a.url = o.url and a.attempt = o.attempt and a.attempted_at = o.attempted_at)`,
+    );
+    const applied = new Map(stored.map((row) => [Number(row.delivery_id), row.applied]));
+    return batch.filter((entry) => {
+      const done = applied.get(entry.outcome.deliveryId);
+      if (done !== undefined) entry.resolve(done);
+      return done === undefined;
+    });
   }
 
   private fail(batch: Pending[], error: unknown): void {
@@ -150,7 +189,7 @@ export class AttemptRecorder {
     this.log.warn({ err: refused.message, deliveryId: outcome.deliveryId }, 'delivery attempt stored without its error and answer text');
     const note = `the attempt's error and answer text could not be stored (${refused.message})`;
     const bare = { ...outcome, result: { ...outcome.result, error: note, responseBody: undefined } };
-    await this.write([{ ...entry, outcome: bare }], true);
+    await this.write([{ ...entry, outcome: bare }], { retried: true });
     return true;
   }
 }

@@ -16,9 +16,11 @@ async function deleteInBatches(db: Db, statement: () => ReturnType<typeof sql>):
 }
 
 /**
- * Old messages no longer pending, in batches. Each batch locks its messages first, then checks
- * again that they are not pending (a statement's snapshot could miss a redelivery that was under
- * way): a redelivery locks its messages too, so it either comes first and is seen, or waits.
+ * Old messages no longer pending and with no attempt within the retention (a message's last
+ * attempts come a day or more after it, and a redelivered one's any time later: its attempts are
+ * kept as long as any other), in batches. Each batch locks its messages first, then checks again
+ * that they are not pending (a statement's snapshot could miss a redelivery that was under way):
+ * a redelivery locks its messages too, so it either comes first and is seen, or waits.
  */
 async function deleteSettledMessages(db: Db, cutoff: SQL): Promise<number> {
   let total = 0;
@@ -28,6 +30,7 @@ async function deleteSettledMessages(db: Db, cutoff: SQL): Promise<number> {
         tx,
         sql`select m.id from webhook_gateway.messages m
             where m.created_at < ${cutoff} and ${messageStatusOf(sql`m.id`)} <> 'PENDING'
+              and not exists (select 1 from webhook_gateway.delivery_attempts a where a.message_id = m.id and a.attempted_at >= ${cutoff})
             limit ${BATCH} for update skip locked`,
       );
       if (old.length === 0) return { found: 0, deleted: 0 };
