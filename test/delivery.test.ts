@@ -355,6 +355,24 @@ describe('delivery', () => {
     expect(receiver.callsTo(removed)).toHaveLength(1);
   });
 
+  it('no longer counts a failure at a URL taken off the webhook: the message is settled by the URLs it has', async () => {
+    const gone = `/gone-then-removed-${counter + 1}`;
+    const kept = `/kept-after-removal-${counter + 1}`;
+    receiver.answer(gone, { status: 410 }); // dead at once
+    const { table, webhook } = await setup([gone, kept]);
+    await app.unsafe(`insert into "${table}" (note) values ('failed there')`);
+    const messageId = await waitFor(async () => receiver.callsTo(gone)[0]?.headers['webhook-id'] as string | undefined);
+    await waitForStatus(messageId, 'FAILED');
+
+    const updated = await gw.request('PUT', `/v2/outgoingWebhooks/${webhook.Id}`, { token, body: { OutgoingUrls: [`${receiver.url}${kept}`] } });
+    expect(updated.status).toBe(200);
+    const settled = await message(messageId);
+    expect(settled.status).toBe('SUCCEEDED');
+    expect(settled.attempts.map((attempt: any) => [new URL(attempt.url).pathname, attempt.httpStatus]).sort()).toEqual([[gone, 410], [kept, 200]].sort());
+    const redelivered = await gw.request('POST', `/v2/outgoingWebhooks/${webhook.Id}/redeliverFailed`, { token, body: { Since: '2020-01-01T00:00:00Z' } });
+    expect(redelivered.body).toEqual({ Count: 0 });
+  });
+
   it('checks the address connected to at send time (DNS rebinding)', async () => {
     const strict = await startTestGateway({ RETRY_SCHEDULE: '100ms' });
     const strictApp = postgres(strict.databaseUrl, { max: 1, onnotice: () => {} });

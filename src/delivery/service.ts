@@ -227,16 +227,21 @@ export async function unfinishedDeliveries(db: Db, webhookId: string, where?: SQ
 
 /**
  * Cancels the webhook's deliveries not yet done to URLs it no longer has, under a new generation,
- * so that an attempt under way meanwhile is logged but schedules no retry. Returns the first of
- * them (see unfinishedDeliveries), for live subscribers, to be told after the commit.
+ * so that an attempt under way meanwhile is logged but schedules no retry; and those dead: no
+ * redelivery can reach that URL any more, and their messages would stay FAILED for good. Returns
+ * the first of those not yet done (see unfinishedDeliveries), for live subscribers, to be told
+ * after the commit.
  */
 export async function cancelDeliveriesToRemovedUrls(db: Db, webhookId: string): Promise<(DeliveryIdentity & { attempts: number })[]> {
   const toRemovedUrl = sql`${deliveries.url} not in (select u.url from webhook_gateway.webhook_urls u where u.webhook_id = ${webhookId})`;
   const notices = await unfinishedDeliveries(db, webhookId, toRemovedUrl);
-  if (notices.length === 0) return notices;
-  await db
-    .update(deliveries)
-    .set({ status: 'CANCELLED', generation: sql`${deliveries.generation} + 1`, updatedAt: new Date() })
-    .where(and(eq(deliveries.webhookId, webhookId), inArray(deliveries.status, UNFINISHED_STATUSES), toRemovedUrl));
+  const cancel = (statuses: SQL) =>
+    db
+      .update(deliveries)
+      .set({ status: 'CANCELLED', generation: sql`${deliveries.generation} + 1`, updatedAt: new Date() })
+      .where(and(eq(deliveries.webhookId, webhookId), statuses, toRemovedUrl));
+  // Apart, so that each is read through its partial index.
+  if (notices.length > 0) await cancel(inArray(deliveries.status, UNFINISHED_STATUSES));
+  await cancel(eq(deliveries.status, 'DEAD'));
   return notices;
 }

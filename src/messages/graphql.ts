@@ -4,7 +4,7 @@ import { DEFAULT_PAGE_SIZE, getMessage, listMessages, MAX_PAGE_SIZE, type Messag
 import { MESSAGE_STATUSES } from './tables';
 
 const MessageStatusEnum = builder.enumType('MessageStatus', {
-  description: 'PENDING until every URL has succeeded (SUCCEEDED) or given up (FAILED); CANCELLED when its webhook went.',
+  description: 'PENDING while a delivery is under way, then FAILED if one gave up, else SUCCEEDED; CANCELLED when every URL was taken off the webhook first.',
   values: MESSAGE_STATUSES,
 });
 
