@@ -22,7 +22,7 @@ const gateway = await startGateway(config, log).catch((error: unknown) => {
 
 // One write, so that whoever reads the output (a supervisor, a test) gets the banner whole.
 const banner = [
-  `Webhook gateway listening on ${gateway.url} (roles: ${config.roles.join(', ')})`,
+  `Webhook gateway listening on ${gateway.url} (port ${new URL(gateway.url).port} on every network interface; roles: ${config.roles.join(', ')})`,
   `  GraphQL and GraphiQL: ${gateway.url}/graphql   REST: ${gateway.url}/v2/outgoingWebhooks`,
 ];
 if (gateway.database.embeddedUrl) {
