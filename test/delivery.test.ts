@@ -124,6 +124,23 @@ describe('delivery', () => {
     expect(verify(rotated.body.Secret, call!)).toMatchObject({ data: [{ note: 'rotated' }] });
   });
 
+  it('delivers a payload template nested as deep as allowed (32 levels), rendered', async () => {
+    const path = `/deep-template-${counter + 1}`;
+    const { table, webhook } = await setup([path]);
+    let template = "{'id': '[@field:id]', 'note': '[@field:note]'}";
+    let expected: unknown = { id: 1, note: 'deep' };
+    for (let level = 2; level <= 32; level++) {
+      template = level % 2 === 0 ? `[${template}]` : `{'level${level}': ${template}}`;
+      expected = level % 2 === 0 ? [expected] : { [`level${level}`]: expected };
+    }
+    const [event] = (await gw.request('GET', `/v2/outgoingWebhooks/${webhook.Id}/events`, { token })).body.Result;
+    const saved = await gw.request('PUT', `/v2/outgoingWebhooks/${webhook.Id}/events/${event.Id}`, { token, body: { CustomPayloadTemplate: template } });
+    expect(saved.status).toBe(200);
+    await app.unsafe(`insert into "${table}" (note) values ('deep')`);
+    const [call] = await waitFor(async () => (receiver.callsTo(path).length > 0 ? receiver.callsTo(path) : undefined));
+    expect(JSON.parse(call!.body)).toEqual(expected);
+  });
+
   it('keeps every replaced secret signing until its own overlap ends, across rotations in a row', async () => {
     const path = `/rotate-twice-${counter + 1}`;
     const { table, webhook } = await setup([path], { DefaultPayloadIncludesSecret: true });

@@ -179,3 +179,29 @@ it('catches up with deliveries waiting unqueued under a steady load, however man
     await api.stop();
   }
 });
+
+it('goes on past an event whose stored template cannot be rendered (saved before the depth limit), making the other webhooks\' messages', async () => {
+  const { api, app, dispatch } = await apiOnly();
+  try {
+    const token = await api.token();
+    const deep = await createWatchedWebhook(api, token, app, { table: 'Deep', urls: ['https://hooks.example.com/deep'] });
+    const other = await api.request('POST', '/v2/outgoingWebhooks', { token, body: { Name: 'other', OutgoingUrls: ['https://hooks.example.com/other'] } });
+    await api.request('POST', `/v2/outgoingWebhooks/${other.body.Id}/events`, { token, body: { EventType: 'table.recordInsert', ObjectName: 'Deep' } });
+    // What the API took before it refused templates nested over 32 levels: rendering this one exhausts the stack.
+    const [event] = await app<[{ id: string }]>`update webhook_gateway.webhook_events
+      set custom_payload_template = ${'['.repeat(4400) + ']'.repeat(4400)} where webhook_id = ${deep.Id} returning id`;
+    await app`insert into "Deep" (note) values ('still delivered')`;
+
+    const result = await dispatch();
+    expect(result).toMatchObject({
+      changes: 1,
+      messages: 1,
+      unrenderable: [{ eventId: event.id, webhookId: deep.Id, problem: 'CustomPayloadTemplate nests objects and arrays more than 32 levels deep' }],
+    });
+    const made = await app`select webhook_id, body::json -> 'data' -> 0 ->> 'note' as note from webhook_gateway.messages`;
+    expect(made).toEqual([{ webhook_id: other.body.Id, note: 'still delivered' }]);
+  } finally {
+    await app.end();
+    await api.stop();
+  }
+});

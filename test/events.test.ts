@@ -405,8 +405,59 @@ describe('change capture', () => {
   });
 });
 
+/** A template of `depth` levels, objects and arrays in turn, around `{'id': '[@field:PK_ID]'}`. */
+function nestedTemplate(depth: number): string {
+  let template = "{'id': '[@field:PK_ID]'}";
+  for (let level = 2; level <= depth; level++) template = level % 2 === 0 ? `[${template}]` : `{'level${level}': ${template}}`;
+  return template;
+}
+
 describe('payload templates', () => {
   beforeEach(outboxDrained);
+
+  it('nest at most 32 levels: a deeper one is refused when saved, over REST and GraphQL', async () => {
+    const { table, webhookId } = await setup();
+    const tooDeep = nestedTemplate(33);
+    const refused = [
+      await createEvent(webhookId, { EventType: 'table.recordInsert', ObjectName: table, CustomPayloadTemplate: tooDeep }),
+      // The auditor's: thousands of levels that the renderer could not take.
+      await createEvent(webhookId, { EventType: 'table.recordInsert', ObjectName: table, CustomPayloadTemplate: '['.repeat(4400) + ']'.repeat(4400) }),
+    ];
+    for (const response of refused) {
+      expect(response.status).toBe(400);
+      expect(response.body).toMatchObject({ Code: 'IncorrectBodyParameter', Message: 'CustomPayloadTemplate: nests objects and arrays more than 32 levels deep' });
+    }
+
+    const atLimit = await createEvent(webhookId, { EventType: 'table.recordInsert', ObjectName: table, CustomPayloadTemplate: nestedTemplate(32) });
+    expect(atLimit.status).toBe(201);
+    const updated = await gw.request('PUT', `/v2/outgoingWebhooks/${webhookId}/events/${atLimit.body.Id}`, {
+      token,
+      body: { CustomPayloadTemplate: tooDeep },
+    });
+    expect(updated.status).toBe(400);
+    expect(updated.body.Message).toMatch(/^CustomPayloadTemplate: nests objects and arrays more than 32 levels deep/);
+
+    const viaGraphQL = [
+      await gw.graphql(
+        `mutation($webhookId: ID!, $input: CreateWebhookEventInput!) { createWebhookEvent(webhookId: $webhookId, input: $input) { id } }`,
+        { webhookId, input: { eventType: 'table.recordDelete', objectName: table, customPayloadTemplate: tooDeep } },
+        token,
+      ),
+      await gw.graphql(
+        `mutation($webhookId: ID!, $id: ID!, $input: UpdateWebhookEventInput!) { updateWebhookEvent(webhookId: $webhookId, id: $id, input: $input) { id } }`,
+        { webhookId, id: atLimit.body.Id, input: { customPayloadTemplate: tooDeep } },
+        token,
+      ),
+    ];
+    for (const response of viaGraphQL) {
+      expect(response.body.errors[0]).toMatchObject({
+        message: 'customPayloadTemplate: nests objects and arrays more than 32 levels deep',
+        extensions: { code: 'IncorrectBodyParameter', field: 'customPayloadTemplate' },
+      });
+    }
+    const kept = await gw.request('GET', `/v2/outgoingWebhooks/${webhookId}/events/${atLimit.body.Id}`, { token });
+    expect(kept.body.CustomPayloadTemplate).toBe(nestedTemplate(32));
+  });
 
   it('fill every placeholder into the parsed structure', async () => {
     const { table, webhookId } = await setup();

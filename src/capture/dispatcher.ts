@@ -67,7 +67,7 @@ interface MatchingEvent {
  * batch's deliveries are booked under the new limit and epoch, or waits for the batch's commit and
  * then books the batch's deliveries afresh itself.
  */
-async function activeEventsFor(db: Db, tables: string[]): Promise<Map<string, MatchingEvent[]>> {
+async function activeEventsFor(db: Db, tables: string[], unrenderable: UnrenderableEvent[]): Promise<Map<string, MatchingEvent[]>> {
   const webhook = alias(webhooks, 'webhook'); // FOR … OF takes an unqualified name
   const rows = await db
     .select({
@@ -84,6 +84,16 @@ async function activeEventsFor(db: Db, tables: string[]): Promise<Map<string, Ma
     .for('key share', { of: webhook });
   const byTableAndType = new Map<string, MatchingEvent[]>();
   for (const { event, secret, includeSecret, callThrottling, throttleEpoch } of rows) {
+    let template: unknown;
+    try {
+      // Validated at save time; parsed once per batch here.
+      template = event.customPayloadTemplate ? parsePayloadTemplate(event.customPayloadTemplate).structure : undefined;
+    } catch (error) {
+      // Saved before a check it fails (one too deep to render): the event makes no messages, and
+      // the batch, with every other webhook's messages, goes on.
+      unrenderable.push({ eventId: event.id, webhookId: event.webhookId, problem: `CustomPayloadTemplate ${(error as Error).message}` });
+      continue;
+    }
     const key = `${event.objectName}\u0000${event.eventType}`;
     const list = byTableAndType.get(key) ?? [];
     list.push({
@@ -95,8 +105,7 @@ async function activeEventsFor(db: Db, tables: string[]): Promise<Map<string, Ma
       objectName: event.objectName,
       objectFields: event.objectFields,
       customPayloadFields: event.customPayloadFields,
-      // Validated at save time; parsed once per batch here.
-      template: event.customPayloadTemplate ? parsePayloadTemplate(event.customPayloadTemplate).structure : undefined,
+      template,
       secret,
       secretInDefaultBody: includeSecret,
     });
@@ -273,9 +282,17 @@ async function deleteChanges(db: Db, changes: { id: number }[]): Promise<void> {
   await queryRows(db, sql`delete from webhook_gateway.outbox where id = any(${ids}::bigint[])`, { prepared: true });
 }
 
+/** An active event whose stored template cannot be rendered; its changes make no messages. */
+export interface UnrenderableEvent {
+  eventId: string;
+  webhookId: string;
+  problem: string;
+}
+
 export interface DispatchResult {
   changes: number;
   messages: number;
+  unrenderable: UnrenderableEvent[];
   /** The deliveries made, in creation order, to hand to the queue once committed. */
   deliveries: DeliveryToQueue[];
   /** How many were made unqueued, for the sweep (their webhooks have deliveries waiting unqueued). */
@@ -333,21 +350,22 @@ export async function dispatchBatch(
 ): Promise<DispatchResult> {
   return db.transaction(async (tx) => {
     const changes = await takeChanges(tx, limit, maxBytes);
-    if (changes.length === 0) return { changes: 0, messages: 0, deliveries: [], unqueued: 0 };
+    if (changes.length === 0) return { changes: 0, messages: 0, unrenderable: [], deliveries: [], unqueued: 0 };
     const tables = [...new Set(changes.map((change) => change.tableName))];
+    const unrenderable: UnrenderableEvent[] = [];
     // Queries issued together on the transaction's connection travel as one pipeline: one round
     // trip. The URLs go by table, not by the events read (they are not known yet), and the URLs'
     // statement sees its own snapshot: an event deleted or disabled between the two (its change
     // held the webhook's row, so the events' statement waited for it and still returned the
     // event) leaves its webhook out, and that webhook's URLs are read by id.
     const [events, bytea, urls] = await Promise.all([
-      activeEventsFor(tx, tables),
+      activeEventsFor(tx, tables, unrenderable),
       byteaColumnsOf(tx, config.watchedSchema, tables),
       urlsByWebhook(tx, webhooksWatching(tx, tables)),
     ]);
     if (events.size === 0) {
       await deleteChanges(tx, changes);
-      return { changes: changes.length, messages: 0, deliveries: [], unqueued: 0 };
+      return { changes: changes.length, messages: 0, unrenderable, deliveries: [], unqueued: 0 };
     }
     const missing = [...new Set([...events.values()].flat().map((event) => event.webhookId))].filter((id) => !urls.has(id));
     if (missing.length > 0) for (const [id, list] of await urlsByWebhook(tx, missing)) urls.set(id, list);
@@ -400,7 +418,7 @@ export async function dispatchBatch(
       deleteChanges(tx, changes),
       countMessages(tx, created),
     ]);
-    return { changes: changes.length, messages: created.length, deliveries: made.queued, unqueued: made.unqueued };
+    return { changes: changes.length, messages: created.length, unrenderable, deliveries: made.queued, unqueued: made.unqueued };
   });
 }
 
@@ -466,6 +484,9 @@ export class Dispatcher {
         if (Date.now() >= this.nextCleanup) await this.cleanUp();
         const result = await dispatchBatch(database.db, config);
         await this.handOver(result.deliveries, result.unqueued);
+        if (result.unrenderable.length > 0) {
+          log.error({ events: result.unrenderable }, 'events whose payload template cannot be rendered made no messages; save their template again');
+        }
         if (result.changes > 0) {
           log.debug({ changes: result.changes, messages: result.messages }, 'dispatched changes');
           await this.markIdle(false);

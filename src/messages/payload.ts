@@ -15,6 +15,12 @@ export type HookPlaceholder = (typeof HOOK_PLACEHOLDERS)[number];
 export type HookValues = Record<HookPlaceholder, string>;
 
 export const MAX_TEMPLATE_LENGTH = 64 * 1024;
+/**
+ * Objects and arrays nested in one another, the outermost counting as one (templates seen in
+ * practice use three or four). Rendering, and the JSON.stringify after it, recurse once per
+ * level: a few thousand exhaust the stack, while the parser takes any depth.
+ */
+export const MAX_TEMPLATE_DEPTH = 32;
 
 const PLACEHOLDER = /\[@(out-hook|field):([^\]]+)\]/g;
 const WHOLE_PLACEHOLDER = /^\[@(out-hook|field):([^\]]+)\]$/;
@@ -23,6 +29,13 @@ export interface ParsedTemplate {
   structure: unknown;
   /** Columns named by `[@field:…]` placeholders. */
   fields: string[];
+}
+
+/** Whether objects and arrays nest more than `limit` levels deep; looks no deeper than that. */
+function nestsDeeperThan(value: unknown, limit: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (limit === 0) return true;
+  return Object.values(value).some((item) => nestsDeeperThan(item, limit - 1));
 }
 
 function collectPlaceholders(value: unknown, found: { kind: string; name: string }[]): void {
@@ -49,6 +62,9 @@ export function parsePayloadTemplate(text: string): ParsedTemplate {
     throw new Error(`is not valid JSON: ${(error as Error).message.replace(/^JSON5: /, '')}`);
   }
   if (typeof structure !== 'object' || structure === null) throw new Error('must be a JSON object or array');
+  if (nestsDeeperThan(structure, MAX_TEMPLATE_DEPTH)) {
+    throw new Error(`nests objects and arrays more than ${MAX_TEMPLATE_DEPTH} levels deep`);
+  }
   const found: { kind: string; name: string }[] = [];
   collectPlaceholders(structure, found);
   const unknownHook = found.find(
