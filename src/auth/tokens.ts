@@ -1,6 +1,7 @@
 import { and, eq, gt, isNull } from 'drizzle-orm';
 import type { Db } from '../db/database';
 import { AppError } from '../errors';
+import { holdsNul } from '../validation';
 import { credentialMatches, hashCredential, randomCredential } from './credentials';
 import type { Principal } from './principal';
 import { apiClients, oauthTokens } from './tables';
@@ -54,13 +55,14 @@ async function issueTokens(db: Db, clientId: string): Promise<TokenResponse> {
 
 /** The client_credentials grant. */
 export async function grantClientCredentials(db: Db, clientId: string, clientSecret: string): Promise<TokenResponse> {
+  const authenticationFailed = () => new OAuthError('invalid_client', 401, 'Client authentication failed');
+  // An id that holds a NUL (which Postgres text cannot) is no client's: refused as an unknown one.
+  if (holdsNul(clientId)) throw authenticationFailed();
   const [client] = await db
     .select({ secretHash: apiClients.secretHash })
     .from(apiClients)
     .where(and(eq(apiClients.id, clientId), isNull(apiClients.revokedAt)));
-  if (!client || !credentialMatches(clientSecret, client.secretHash)) {
-    throw new OAuthError('invalid_client', 401, 'Client authentication failed');
-  }
+  if (!client || !credentialMatches(clientSecret, client.secretHash)) throw authenticationFailed();
   return issueTokens(db, clientId);
 }
 

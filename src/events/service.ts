@@ -11,7 +11,7 @@ import { parsePayloadTemplate } from '../messages/payload';
 import { deliveryStats, type DeliveryStats } from '../messages/stats';
 import { tableColumns } from '../tables/catalog';
 import { webhooks } from '../webhooks/tables';
-import { expected, parseInput } from '../validation';
+import { checkLookupKey, expected, parseInput } from '../validation';
 import { EVENT_TYPES, webhookEvents, type EventType } from './tables';
 
 export const EVENT_SOURCES = [
@@ -98,6 +98,7 @@ function toEvent(row: EventRow, webhookEnabled: boolean): WebhookEvent {
  * for the transaction, so that event rules are checked against a stable set of events.
  */
 async function webhookEnabled(db: Db, webhookId: string, lock = false): Promise<boolean> {
+  checkLookupKey('Webhook', webhookId);
   const query = db.select({ enabled: webhooks.enabled }).from(webhooks).where(eq(webhooks.id, webhookId));
   const [webhook] = lock ? await query.for('update') : await query;
   if (!webhook) throw notFound('Webhook', webhookId);
@@ -170,6 +171,7 @@ async function checkEventRules(db: Db, webhookId: string, event: EventDefinition
 }
 
 async function loadEvent(db: Db, webhookId: string, eventId: string): Promise<EventRow> {
+  checkLookupKey('Event', eventId);
   const [row] = await db
     .select()
     .from(webhookEvents)
@@ -280,6 +282,7 @@ export async function deleteEvent(ctx: ServiceContext, webhookId: string, eventI
   requirePermission(ctx.principal, 'webhooks:write');
   await ctx.db.transaction(async (tx) => {
     await webhookEnabled(tx, webhookId, true);
+    checkLookupKey('Event', eventId);
     const deleted = await tx
       .delete(webhookEvents)
       .where(and(eq(webhookEvents.webhookId, webhookId), eq(webhookEvents.id, eventId)))

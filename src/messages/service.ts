@@ -4,6 +4,7 @@ import type { ServiceContext } from '../context';
 import { messageStatusOf } from '../delivery/tables';
 import { AppError, notFound } from '../errors';
 import { webhooks } from '../webhooks/tables';
+import { holdsNul } from '../validation';
 import { messages, type MessageStatus } from './tables';
 
 export interface Message {
@@ -97,6 +98,8 @@ export async function listMessages(
   const conditions = [eq(messages.webhookId, query.webhookId)];
   if (query.status) conditions.push(sql`${messageStatusOf(sql`webhook_gateway.messages.id`)} = ${query.status}`);
   if (query.after) conditions.push(lt(messages.seq, decodeCursor(query.after)));
+  // As for any unknown webhook, nothing (and Postgres cannot take the NUL).
+  if (holdsNul(query.webhookId)) return { messages: [], hasNextPage: false, endCursor: null };
   const rows = await ctx.db
     .select(messageColumns)
     .from(messages)

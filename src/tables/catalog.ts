@@ -3,6 +3,7 @@ import { requirePermission } from '../auth/principal';
 import type { ServiceContext } from '../context';
 import { queryRows, type Db } from '../db/database';
 import { notFound } from '../errors';
+import { checkLookupKey } from '../validation';
 
 /** A column of a watched table, with Caspio's name for its type. */
 export interface TableField {
@@ -113,6 +114,7 @@ export async function listTables(ctx: ServiceContext): Promise<string[]> {
 
 export async function getTableFields(ctx: ServiceContext, table: string): Promise<TableField[]> {
   requirePermission(ctx.principal, 'webhooks:read');
+  checkLookupKey('Table', table);
   const fields = await tableColumns(ctx.db, ctx.config.watchedSchema, table);
   if (!fields) throw notFound('Table', table);
   return fields;

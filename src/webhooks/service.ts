@@ -12,7 +12,7 @@ import { newShortId } from '../db/ids';
 import { badInput, notFound } from '../errors';
 import { webhookEvents } from '../events/tables';
 import { deliveryStats, type DeliveryStats } from '../messages/stats';
-import { expected, parseInput } from '../validation';
+import { checkLookupKey, expected, parseInput } from '../validation';
 import { afterRotation, newWebhookSecret } from './secrets';
 import { webhooks, webhookUrls } from './tables';
 import { findForbiddenTarget, parseTargetUrl } from './targetUrls';
@@ -167,6 +167,7 @@ export async function listWebhooks(ctx: ServiceContext): Promise<Webhook[]> {
 
 export async function getWebhook(ctx: ServiceContext, id: string): Promise<Webhook> {
   requirePermission(ctx.principal, 'webhooks:read');
+  checkLookupKey('Webhook', id);
   return loadWebhook(ctx, ctx.db, id);
 }
 
@@ -204,6 +205,7 @@ export async function createWebhook(ctx: ServiceContext, input: unknown): Promis
 export async function updateWebhook(ctx: ServiceContext, id: string, input: unknown): Promise<Webhook> {
   requirePermission(ctx.principal, 'webhooks:write');
   const fields = parseInput(updateSchema(ctx), input);
+  checkLookupKey('Webhook', id);
   const outgoingUrls = fields.outgoingUrls && (await checkOutgoingUrls(ctx, fields.outgoingUrls));
   const limitInForce = (callThrottling: number) => Math.min(callThrottling, ctx.config.callThrottlingMax);
   try {
@@ -264,6 +266,7 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
  */
 export async function deleteWebhook(ctx: ServiceContext, id: string): Promise<void> {
   requirePermission(ctx.principal, 'webhooks:write');
+  checkLookupKey('Webhook', id);
   const cancelled = await ctx.db.transaction(async (tx) => {
     const unfinished = await unfinishedDeliveries(tx, id);
     const deleted = await tx.delete(webhooks).where(eq(webhooks.id, id)).returning({ id: webhooks.id });
@@ -293,6 +296,7 @@ const DAY_MS = 24 * 3_600_000;
  */
 export async function regenerateWebhookSecret(ctx: ServiceContext, id: string): Promise<Webhook> {
   requirePermission(ctx.principal, 'webhooks:write');
+  checkLookupKey('Webhook', id);
   return ctx.db.transaction(async (tx) => {
     const [current] = await tx
       .select({ secret: webhooks.secret, previousSecrets: webhooks.previousSecrets })
