@@ -152,6 +152,11 @@ describe('bad input gets a 400 naming the field', () => {
       { Name: 'dup', OutgoingUrls: ['https://a.example.com/6', 'https://A.example.com:443/6'] },
       'OutgoingUrls[1]',
     ],
+    [
+      'a URL too long once percent-encoded (2000 CJK characters)',
+      { Name: 'cjk', OutgoingUrls: [`https://a.example.com/${Array.from({ length: 2000 }, (_, n) => String.fromCodePoint(0x4e00 + n)).join('')}`] },
+      'OutgoingUrls[0]',
+    ],
     ['a loopback address', { Name: 'lo', OutgoingUrls: ['https://127.0.0.1/x'] }, 'OutgoingUrls[0]'],
     ['localhost', { Name: 'lh', OutgoingUrls: ['https://localhost:8443/x'] }, 'OutgoingUrls[0]'],
     ['a private address', { Name: 'priv', OutgoingUrls: ['https://192.168.1.10/x'] }, 'OutgoingUrls[0]'],

@@ -23,6 +23,10 @@ export function parseTargetUrl(text: string, policy: TargetPolicy): { url: URL }
     return { problem: `'${text}' must use ${policy.allowPrivateTargets ? 'http or https' : 'https'}` };
   }
   if (!url.hostname) return { problem: `'${text}' has no host` };
+  // What is stored (and indexed) is the canonical form, percent-encoded: up to 9 times as long.
+  if (url.href.length > MAX_URL_LENGTH) {
+    return { problem: `is longer than ${MAX_URL_LENGTH} characters once percent-encoded (${url.href.length})` };
+  }
   // Not sent (no credentials go with a call), and shown wherever the URL is: refused, and not echoed.
   if (url.username || url.password) return { problem: 'must not contain a user name or password (user:password@host)' };
   return { url };
