@@ -6,6 +6,9 @@ export const expected = (what: string) => ({
   error: (issue: { input: unknown }) => (issue.input === undefined ? 'is required' : `must be ${what}`),
 });
 
+/** `application/json`, or a type with the `+json` suffix (RFC 6839), with parameters or none; not `application/json-patch`. */
+export const isJsonMediaType = (contentType: string) => /^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(contentType);
+
 /** Postgres text cannot hold U+0000: a client's string with one must not reach a query (Postgres would refuse it, a 500). */
 export const holdsNul = (text: string) => text.includes('\u0000');
 

@@ -251,6 +251,18 @@ describe('bad input gets a 400 naming the field', () => {
     expect(response.body.Code).toBe('UnsupportedMediaType');
   });
 
+  it('takes application/json and +json types as JSON, and answers other types starting with json with 415', async () => {
+    for (const contentType of ['application/json; charset=utf-8', 'Application/JSON', 'application/vnd.api+json']) {
+      const response = await gw.request('POST', '/v2/outgoingWebhooks', { token, body: uniqueWebhook(), headers: { 'content-type': contentType } });
+      expect(response.status, contentType).toBe(201);
+    }
+    for (const contentType of ['application/json-patch', 'application/jsonp', 'application/json5']) {
+      const response = await gw.request('POST', '/v2/outgoingWebhooks', { token, body: uniqueWebhook(), headers: { 'content-type': contentType } });
+      expect(response.status, contentType).toBe(415);
+      expect(response.body.Code).toBe('UnsupportedMediaType');
+    }
+  });
+
   it('answers an oversized body with 413', async () => {
     const response = await gw.request('POST', '/v2/outgoingWebhooks', {
       token,

@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import type { Db } from '../db/database';
 import type { HttpEnv } from '../server/env';
+import { isJsonMediaType } from '../validation';
 import { grantClientCredentials, grantRefreshToken, OAuthError } from './tokens';
 
 type TokenParams = Record<string, string | undefined>;
@@ -8,7 +9,7 @@ type TokenParams = Record<string, string | undefined>;
 async function readTokenParams(c: Context<HttpEnv>): Promise<TokenParams> {
   const contentType = c.req.header('content-type') ?? '';
   const text = await c.req.text();
-  if (/application\/json/i.test(contentType)) {
+  if (isJsonMediaType(contentType)) {
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);

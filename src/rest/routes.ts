@@ -20,6 +20,7 @@ import {
 } from '../webhooks/service';
 import { createEvent, deleteEvent, getEvent, getEventStats, listEvents, updateEvent } from '../events/service';
 import { getTableFields, listTables } from '../tables/catalog';
+import { isJsonMediaType } from '../validation';
 import { fromRestShape, toRestShape } from './shape';
 
 interface RestRequest {
@@ -150,7 +151,7 @@ async function readJsonBody(c: Context<HttpEnv>): Promise<unknown> {
   const text = await c.req.text();
   if (text.trim() === '') return undefined;
   const contentType = c.req.header('content-type') ?? '';
-  if (!/^application\/([\w.+-]+\+)?json\b/i.test(contentType)) {
+  if (!isJsonMediaType(contentType)) {
     throw new AppError('UnsupportedMediaType', 'The request body must be JSON (Content-Type: application/json)');
   }
   try {
