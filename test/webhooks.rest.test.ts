@@ -138,6 +138,7 @@ describe('bad input gets a 400 naming the field', () => {
   const cases: [string, unknown, string][] = [
     ['missing Name', { OutgoingUrls: ['https://a.example.com/1'] }, 'Name: is required'],
     ['empty Name', { Name: '', OutgoingUrls: ['https://a.example.com/2'] }, 'Name'],
+    ['a Name of only spaces', { Name: ' \t\u00a0 ', OutgoingUrls: ['https://a.example.com/2'] }, 'Name: must not be blank'],
     ['Name too long', { Name: 'x'.repeat(256), OutgoingUrls: ['https://a.example.com/3'] }, 'Name'],
     ['Name of the wrong type', { Name: 123, OutgoingUrls: ['https://a.example.com/4'] }, 'Name'],
     ['missing OutgoingUrls', { Name: 'no-urls' }, 'OutgoingUrls: is required'],

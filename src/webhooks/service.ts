@@ -38,7 +38,11 @@ export const MAX_DESCRIPTION_LENGTH = 2000;
 function inputSchema(ctx: ServiceContext) {
   const { callThrottlingMax, multicastMaxUrls } = ctx.config;
   return z.object({
-    name: z.string(expected('a string')).min(1, 'is required').max(255, 'must be at most 255 characters'),
+    name: z
+      .string(expected('a string'))
+      .min(1, 'is required')
+      .max(255, 'must be at most 255 characters')
+      .refine((name) => name.trim() !== '', 'must not be blank'),
     description: z
       .string(expected('a string'))
       .max(MAX_DESCRIPTION_LENGTH, `must be at most ${MAX_DESCRIPTION_LENGTH} characters`)
