@@ -18,4 +18,22 @@ describe('query limits', () => {
     expect(check(fullPage)).toEqual([]);
     expect(check(fullPage, { ...DEFAULT_QUERY_LIMITS, maxCost: 9000 })).toEqual([expect.stringMatching(/^The operation costs about 9,002 /)]);
   });
+
+  it('count fragments that spread the next one twice without expanding them at every spread', () => {
+    // Expanded afresh at every spread, 26 levels take a minute or more (time doubles per level), so a
+    // regression fails on the test timeout; far more levels would hang the run instead.
+    const levels = 26;
+    const fragments = Array.from({ length: levels }, (_, i) => `fragment F${i} on Query { ...F${i + 1} ...F${i + 1} }`);
+    const query = `{ ...F0 } ${fragments.join(' ')} fragment F${levels} on Query { __typename }`;
+    expect(check(query)).toEqual([`The operation selects ${2 ** levels} fields (at most 1000)`]);
+  });
+
+  it('count a fragment by the page size of each place it is spread', () => {
+    const inline = `{ a: messages(webhookId: "m", first: 100) { edges { node { id } } } b: messages(webhookId: "m", first: 1) { edges { node { id } } } }`;
+    const spread = `{ a: messages(webhookId: "m", first: 100) { ...Page } b: messages(webhookId: "m", first: 1) { ...Page } }
+      fragment Page on MessageConnection { edges { node { id } } }`;
+    const noCost = { ...DEFAULT_QUERY_LIMITS, maxCost: 0 };
+    expect(check(spread, noCost)).toEqual([expect.stringMatching(/^The operation costs about 206 /)]);
+    expect(check(spread, noCost)).toEqual(check(inline, noCost));
+  });
 });

@@ -47,10 +47,13 @@ export const DEFAULT_QUERY_LIMITS: QueryLimits = {
 /** Assumed length of a list of objects that no `first` bounds, e.g. outgoingWebhooks or a message's attempts. */
 const DEFAULT_LIST_SIZE = 10;
 
+/** What a selection set selects, counted from the selection set itself. */
 interface Measure {
+  /** Levels of fields in it: 1 for fields without selections of their own. */
   depth: number;
   fields: number;
   aliases: number;
+  /** The cost of running it once; running it n times costs n times this. */
   cost: number;
 }
 
@@ -60,14 +63,16 @@ interface Operation {
   variables: Map<string, VariableDefinitionNode>;
   /** Fragments being expanded on the current path. */
   expanding: Set<string>;
+  /**
+   * Each fragment measured once per page size it is spread under: expanding it afresh at every
+   * spread costs time exponential in the document (fragments that spread the next one twice).
+   */
+  measuredFragments: Map<string, Measure>;
 }
 
 interface Position {
-  depth: number;
   /** The type whose fields the selection set picks; undefined below introspection and unknown fields. */
   type: GraphQLCompositeType | undefined;
-  /** How many times the selection set is expected to run: the product of the list sizes above it. */
-  repeats: number;
   /** The page size from a `first` on the path that no list has taken yet. */
   pageSize: number | undefined;
 }
@@ -97,22 +102,31 @@ function typeCondition(schema: GraphQLSchema, name: string): GraphQLCompositeTyp
   return isCompositeType(type) ? type : undefined;
 }
 
-function measure(selectionSet: SelectionSetNode, at: Position, operation: Operation, total: Measure): void {
+function add(total: Measure, part: Measure, { depthAbove = 0, repeats = 1 } = {}): void {
+  total.depth = Math.max(total.depth, depthAbove + part.depth);
+  total.fields += part.fields;
+  total.aliases += part.aliases;
+  if (repeats > 0) total.cost += repeats * part.cost; // 0 × Infinity would be NaN
+}
+
+function measure(selectionSet: SelectionSetNode, at: Position, operation: Operation): Measure {
+  const total: Measure = { depth: 0, fields: 0, aliases: 0, cost: 0 };
   for (const selection of selectionSet.selections) {
     if (selection.kind === Kind.FIELD) {
       total.fields++;
       if (selection.alias) total.aliases++;
-      total.depth = Math.max(total.depth, at.depth);
+      total.depth = Math.max(total.depth, 1);
       const definition = fieldDefinition(at.type, selection.name.value);
       // Unknown fields are reported by graphql's own rules; they and introspection count towards depth and fields only.
       if (!definition) {
-        const uncosted: Position = { depth: at.depth + 1, type: undefined, repeats: 0, pageSize: undefined };
-        if (selection.selectionSet) measure(selection.selectionSet, uncosted, operation, total);
+        const uncosted: Position = { type: undefined, pageSize: undefined };
+        if (selection.selectionSet) add(total, measure(selection.selectionSet, uncosted, operation), { depthAbove: 1, repeats: 0 });
         continue;
       }
-      total.cost += at.repeats;
+      total.cost++;
       if (!selection.selectionSet) continue;
-      let { repeats, pageSize } = at;
+      let { pageSize } = at;
+      let repeats = 1;
       if (definition.args.some((argument) => argument.name === 'first')) {
         const first = selection.arguments?.find((argument) => argument.name.value === 'first');
         pageSize = pageSizeOf(first?.value, operation.variables);
@@ -120,25 +134,32 @@ function measure(selectionSet: SelectionSetNode, at: Position, operation: Operat
       const nullableType = getNullableType(definition.type);
       const namedType = getNamedType(definition.type);
       if (isListType(nullableType) && isCompositeType(namedType)) {
-        repeats *= pageSize ?? DEFAULT_LIST_SIZE;
+        repeats = pageSize ?? DEFAULT_LIST_SIZE;
         pageSize = undefined;
       }
       const type = isCompositeType(namedType) ? namedType : undefined;
-      measure(selection.selectionSet, { depth: at.depth + 1, type, repeats, pageSize }, operation, total);
+      add(total, measure(selection.selectionSet, { type, pageSize }, operation), { depthAbove: 1, repeats });
     } else if (selection.kind === Kind.INLINE_FRAGMENT) {
       const condition = selection.typeCondition?.name.value;
       const type = condition ? typeCondition(operation.schema, condition) : at.type;
-      measure(selection.selectionSet, { ...at, type }, operation, total);
+      add(total, measure(selection.selectionSet, { ...at, type }, operation));
     } else {
       const fragment = operation.fragments.get(selection.name.value);
       // Cycles are reported by graphql's own NoFragmentCycles rule; here they only must not loop.
       if (!fragment || operation.expanding.has(fragment.name.value)) continue;
-      operation.expanding.add(fragment.name.value);
-      const type = typeCondition(operation.schema, fragment.typeCondition.name.value);
-      measure(fragment.selectionSet, { ...at, type }, operation, total);
-      operation.expanding.delete(fragment.name.value);
+      const key = `${fragment.name.value}:${at.pageSize}`;
+      let measured = operation.measuredFragments.get(key);
+      if (!measured) {
+        operation.expanding.add(fragment.name.value);
+        const type = typeCondition(operation.schema, fragment.typeCondition.name.value);
+        measured = measure(fragment.selectionSet, { type, pageSize: at.pageSize }, operation);
+        operation.expanding.delete(fragment.name.value);
+        operation.measuredFragments.set(key, measured);
+      }
+      add(total, measured);
     }
   }
+  return total;
 }
 
 /** A validation rule that refuses operations too deep, too wide, too aliased or too costly to be a real client's. */
@@ -153,10 +174,9 @@ export function queryLimitsRule(limits: QueryLimits) {
       for (const definition of document.definitions) {
         if (definition.kind !== Kind.OPERATION_DEFINITION) continue;
         const variables = new Map(definition.variableDefinitions?.map((variable) => [variable.variable.name.value, variable]));
-        const total: Measure = { depth: 0, fields: 0, aliases: 0, cost: 0 };
         const root = schema.getRootType(definition.operation) ?? undefined;
-        const start: Position = { depth: 1, type: root, repeats: 1, pageSize: undefined };
-        measure(definition.selectionSet, start, { schema, fragments, variables, expanding: new Set() }, total);
+        const operation: Operation = { schema, fragments, variables, expanding: new Set(), measuredFragments: new Map() };
+        const total = measure(definition.selectionSet, { type: root, pageSize: undefined }, operation);
         const problems = [
           total.depth > limits.maxDepth && `nests ${total.depth} levels deep (at most ${limits.maxDepth})`,
           total.fields > limits.maxFields && `selects ${total.fields} fields (at most ${limits.maxFields})`,
