@@ -89,6 +89,22 @@ describe('GraphQL security', () => {
     expect(response.body.data).toBeUndefined();
   });
 
+  it('refuses a request without a valid token before parsing or validating its document', async () => {
+    const noToken = (await gw.graphql(`{ outgoingWebhooks { id } }`)).body;
+    const badToken = (await gw.graphql(`{ outgoingWebhooks { id } }`, {}, 'not-a-token')).body;
+    // Validating first would answer "Cannot query field … Did you mean "secret"?", mapping the schema for anyone.
+    for (const [query, bearer, expected] of [
+      ['{ outgoingWebhooks { secrett } }', undefined, noToken],
+      ['{ outgoingWebhooks { id ', undefined, noToken],
+      ['{ outgoingWebhooks { secrett } }', 'not-a-token', badToken],
+    ] as const) {
+      const response = await gw.graphql(query, {}, bearer);
+      expect(response.status, query).toBe(401);
+      expect(response.body, query).toEqual(expected);
+    }
+    expect(badToken.errors[0].extensions.code).toBe('Unauthorized');
+  });
+
   it('lets a read-only profile read, without secrets, and not write', async () => {
     await gw.graphql(
       `mutation { createOutgoingWebhook(input: {name: "ro-visible", outgoingUrls: ["https://ro.example.com/"]}) { id } }`,

@@ -1,4 +1,4 @@
-import { createYoga } from 'graphql-yoga';
+import { createYoga, type Plugin } from 'graphql-yoga';
 import type { Principal } from '../auth/principal';
 import type { ApiRateLimiter } from '../auth/rateLimit';
 import { authenticateBearer } from '../auth/tokens';
@@ -16,8 +16,10 @@ import { schema } from './schema';
 
 export interface GraphQLServerContext {
   log: Logger;
-  /** Set by the WebSocket transport, which authenticates once per connection. */
+  /** The caller: set before parsing over HTTP (useAuthenticationFirst), once per connection over WebSocket. */
   principal?: Principal;
+  /** Over HTTP: authenticates the request's token again (long-lived streams check it as they go). */
+  recheckAccess?: () => Promise<unknown>;
 }
 
 export interface GraphQLDependencies {
@@ -56,6 +58,28 @@ subscription LiveDeliveries {
 }
 `;
 
+/**
+ * Authenticates an HTTP request, and counts it against the rate limit, before its body is read:
+ * without a valid token nothing is parsed or validated, which would cost CPU and, through
+ * validation's suggestions ("Did you mean …?"), map the schema. GraphiQL's page and CORS
+ * preflights are answered before this hook runs, so they need no token.
+ */
+function useAuthenticationFirst(deps: GraphQLDependencies): Plugin<Record<string, unknown>, GraphQLServerContext> {
+  return {
+    async onRequestParse({ request, serverContext }) {
+      const authorization = request.headers.get('authorization');
+      try {
+        const principal = await authenticateBearer(deps.db, authorization);
+        await deps.rateLimiter.admit(principal);
+        serverContext.principal = principal;
+        serverContext.recheckAccess = () => authenticateBearer(deps.db, authorization);
+      } catch (error) {
+        throw error instanceof AppError ? appErrorToGraphQL(error) : error;
+      }
+    },
+  };
+}
+
 /** The GraphQL endpoint (queries, mutations, subscriptions, GraphiQL); every operation needs a bearer token. */
 export function createGraphQLHandler(deps: GraphQLDependencies) {
   return createYoga<GraphQLServerContext, GraphQLContext>({
@@ -73,18 +97,10 @@ export function createGraphQLHandler(deps: GraphQLDependencies) {
       shouldPersistHeaders: true,
       subscriptionsProtocol: 'WS',
     },
-    plugins: [useQueryLimits(), useContractErrorCodes()],
-    context: async ({ request, log, principal }) => {
-      const services = { db: deps.db, config: deps.config, log, status: deps.status, statusFeed: deps.statusFeed };
-      if (principal) return { ...services, principal };
-      try {
-        const authorization = request.headers.get('authorization');
-        const authenticated = await authenticateBearer(deps.db, authorization);
-        await deps.rateLimiter.admit(authenticated);
-        return { ...services, principal: authenticated, recheckAccess: () => authenticateBearer(deps.db, authorization) };
-      } catch (error) {
-        throw error instanceof AppError ? appErrorToGraphQL(error) : error;
-      }
+    plugins: [useAuthenticationFirst(deps), useQueryLimits(), useContractErrorCodes()],
+    context: ({ log, principal, recheckAccess }) => {
+      if (!principal) throw new Error('a GraphQL operation reached its context without an authenticated caller');
+      return { db: deps.db, config: deps.config, log, status: deps.status, statusFeed: deps.statusFeed, principal, recheckAccess };
     },
   });
 }
