@@ -105,6 +105,18 @@ describe('GraphQL security', () => {
     expect(badToken.errors[0].extensions.code).toBe('Unauthorized');
   });
 
+  it('answers with x-request-id as REST does, and a 401 with WWW-Authenticate: Bearer', async () => {
+    const answered = await gw.graphql(`{ outgoingWebhooks { id } }`, {}, token);
+    expect(answered.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    const refused = await gw.graphql(`{ outgoingWebhooks { id } }`);
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get('www-authenticate')).toBe('Bearer');
+    expect(refused.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    expect(refused.headers.get('x-request-id')).not.toBe(answered.headers.get('x-request-id'));
+    const page = await gw.request('GET', '/graphql', { headers: { accept: 'text/html' } });
+    expect(page.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
   it('lets a read-only profile read, without secrets, and not write', async () => {
     await gw.graphql(
       `mutation { createOutgoingWebhook(input: {name: "ro-visible", outgoingUrls: ["https://ro.example.com/"]}) { id } }`,

@@ -16,7 +16,9 @@ export function appErrorToGraphQL(error: AppError, at?: GraphQLError): GraphQLEr
     extensions: {
       code: error.code,
       ...(error.field ? { field: graphqlFieldName(error.field) } : {}),
-      ...(error.code === 'Unauthorized' ? { http: { status: ERROR_STATUS.Unauthorized } } : {}),
+      ...(error.code === 'Unauthorized'
+        ? { http: { status: ERROR_STATUS.Unauthorized, headers: { 'WWW-Authenticate': 'Bearer' } } }
+        : {}),
       ...(error instanceof RateLimitedError
         ? { http: { status: ERROR_STATUS.TooManyRequests, headers: { 'Retry-After': String(error.retryAfterSeconds) } } }
         : {}),

@@ -83,6 +83,8 @@ export function createApp(deps: AppDependencies): Hono<HttpEnv> {
   if (graphql) {
     app.on(['GET', 'POST', 'OPTIONS'], '/graphql', async (c) => {
       const response = await graphql.fetch(c.req.raw, { log: c.get('log') });
+      // A Response returned as it is does not get the headers set on the context, as c.json's do.
+      response.headers.set('X-Request-Id', c.get('requestId'));
       if (response.headers.get('content-type')?.startsWith('text/html')) {
         response.headers.set('Content-Security-Policy', GRAPHIQL_CONTENT_SECURITY_POLICY);
       }
