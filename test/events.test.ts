@@ -549,6 +549,11 @@ describe('messages over GraphQL', () => {
   it('refuse a bad cursor or page size with IncorrectQueryParameter', async () => {
     const bad = await gw.graphql(`{ messages(webhookId: "x", after: "bogus") { edges { cursor } } }`, {}, token);
     expect(bad.body.errors[0].extensions.code).toBe('IncorrectQueryParameter');
+    const { webhookId } = await setup();
+    const outOfRange = Buffer.from(`m:${'9'.repeat(23)}`).toString('base64url');
+    const query = `query($id: ID!, $after: String) { messages(webhookId: $id, after: $after) { edges { cursor } } }`;
+    const tooLong = await gw.graphql(query, { id: webhookId, after: outOfRange }, token);
+    expect(tooLong.body.errors[0].extensions).toEqual({ code: 'IncorrectQueryParameter', field: 'after' });
     const big = await gw.graphql(`{ messages(webhookId: "x", first: 1000) { edges { cursor } } }`, {}, token);
     expect(big.body.errors[0].extensions).toEqual({ code: 'IncorrectQueryParameter', field: 'first' });
     const missing = await gw.graphql(`{ message(id: "00000000-0000-0000-0000-000000000000") { id } }`, {}, token);

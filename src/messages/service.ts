@@ -35,8 +35,10 @@ const encodeCursor = (seq: number) => Buffer.from(`m:${seq}`).toString('base64ur
 
 function decodeCursor(cursor: string): number {
   const match = /^m:(\d+)$/.exec(Buffer.from(cursor, 'base64url').toString());
-  if (!match) throw new AppError('IncorrectQueryParameter', `'${cursor}' is not a cursor from this API`, 'after');
-  return Number(match[1]);
+  const seq = Number(match?.[1]);
+  // Sequence numbers are read as JavaScript numbers, so no cursor made here holds a larger one (Postgres refuses those past bigint).
+  if (!Number.isSafeInteger(seq)) throw new AppError('IncorrectQueryParameter', `'${cursor}' is not a cursor from this API`, 'after');
+  return seq;
 }
 
 const messageColumns = { ...getTableColumns(messages), status: messageStatusOf(sql`webhook_gateway.messages.id`) };
