@@ -546,6 +546,21 @@ describe('messages over GraphQL', () => {
     expect(webhook.body.Messages).toBe(5);
   });
 
+  it('answer an unknown webhook with ObjectNotFound and a known one without messages with an empty page', async () => {
+    const { webhookId } = await setup();
+    const query = `query($id: ID!) { messages(webhookId: $id) { edges { cursor } pageInfo { hasNextPage } } }`;
+    for (const caller of [token, readOnlyToken]) {
+      const unknown = await gw.graphql(query, { id: 'zzzzzz' }, caller);
+      expect(unknown.body.errors?.[0]).toMatchObject({ message: "Webhook 'zzzzzz' was not found", extensions: { code: 'ObjectNotFound' } });
+      expect(unknown.body.data).toBeNull();
+      const empty = await gw.graphql(query, { id: webhookId }, caller);
+      expect(empty.body).toEqual({ data: { messages: { edges: [], pageInfo: { hasNextPage: false } } } });
+    }
+    await gw.request('DELETE', `/v2/outgoingWebhooks/${webhookId}`, { token });
+    const deleted = await gw.graphql(query, { id: webhookId }, token);
+    expect(deleted.body.errors?.[0]?.extensions.code).toBe('ObjectNotFound');
+  });
+
   it('refuse a bad cursor or page size with IncorrectQueryParameter', async () => {
     const bad = await gw.graphql(`{ messages(webhookId: "x", after: "bogus") { edges { cursor } } }`, {}, token);
     expect(bad.body.errors[0].extensions.code).toBe('IncorrectQueryParameter');

@@ -87,6 +87,11 @@ function toMessage(row: MessageRow): Message {
   };
 }
 
+async function requireWebhook(ctx: ServiceContext, webhookId: string): Promise<void> {
+  const [webhook] = await ctx.db.select({ id: webhooks.id }).from(webhooks).where(eq(webhooks.id, webhookId));
+  if (!webhook) throw notFound('Webhook', webhookId);
+}
+
 /** A webhook's messages, newest first, `first` at a time after the `after` cursor. */
 export async function listMessages(
   ctx: ServiceContext,
@@ -108,6 +113,8 @@ export async function listMessages(
     .where(and(...conditions))
     .orderBy(desc(messages.seq))
     .limit(first + 1);
+  // Messages go with their webhook, so only an empty page can mean that there is no such webhook.
+  if (rows.length === 0) await requireWebhook(ctx, query.webhookId);
   const page = await readableBy(ctx, rows.slice(0, first));
   return { messages: page, hasNextPage: rows.length > first, endCursor: page.at(-1)?.cursor ?? null };
 }
