@@ -4,7 +4,7 @@ import type { ServiceContext } from '../context';
 import { messageStatusOf } from '../delivery/tables';
 import { AppError, notFound } from '../errors';
 import { webhooks } from '../webhooks/tables';
-import { holdsNul } from '../validation';
+import { checkLookupKey } from '../validation';
 import { messages, type MessageStatus } from './tables';
 
 export interface Message {
@@ -98,6 +98,7 @@ export async function listMessages(
   query: { webhookId: string; status?: MessageStatus | null; first?: number | null; after?: string | null },
 ): Promise<MessagePage> {
   requirePermission(ctx.principal, 'webhooks:read');
+  checkLookupKey('Webhook', query.webhookId);
   const first = query.first ?? DEFAULT_PAGE_SIZE;
   if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE_SIZE) {
     throw new AppError('IncorrectQueryParameter', `must be between 1 and ${MAX_PAGE_SIZE}`, 'first');
@@ -105,8 +106,6 @@ export async function listMessages(
   const conditions = [eq(messages.webhookId, query.webhookId)];
   if (query.status) conditions.push(sql`${messageStatusOf(sql`webhook_gateway.messages.id`)} = ${query.status}`);
   if (query.after) conditions.push(lt(messages.seq, decodeCursor(query.after)));
-  // As for any unknown webhook, nothing (and Postgres cannot take the NUL).
-  if (holdsNul(query.webhookId)) return { messages: [], hasNextPage: false, endCursor: null };
   const rows = await ctx.db
     .select(messageColumns)
     .from(messages)
