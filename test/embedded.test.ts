@@ -95,3 +95,97 @@ it('runs on the embedded database when DATABASE_URL is unset, serves it to other
     rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+it("keeps an outside client's transaction from the gateway's own queries: its rollback leaves nothing, its commit fires", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'gw-embedded-'));
+  const receiver = await new Receiver().start();
+  const config = loadConfig({ PORT: '0', EMBEDDED_DB_DIR: dataDir, EMBEDDED_DB_PORT: '0', LOG_LEVEL: 'silent', ALLOW_PRIVATE_TARGETS: 'true' });
+  const gateway = await startGateway(config, createLogger('silent'));
+  const url = gateway.database.embeddedUrl!;
+  const notices: string[] = [];
+  const client = postgres(url, { max: 1, onnotice: (notice) => notices.push(String(notice.message)) });
+  try {
+    if (gateway.bootstrap.kind !== 'created') throw new Error('expected a new installation');
+    const { clientId, clientSecret } = gateway.bootstrap.credentials;
+    const token = await parseResponse(
+      await fetch(`${gateway.url}/oauth/token`, {
+        method: 'POST',
+        body: new URLSearchParams({ grant_type: 'client_credentials', client_id: clientId, client_secret: clientSecret }),
+      }),
+    );
+    const request = async (method: string, path: string, body?: unknown) =>
+      parseResponse(
+        await fetch(`${gateway.url}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${token.body.access_token}`, 'content-type': 'application/json' },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        }),
+      );
+    await client`create table probe_orders (id serial primary key, item text)`;
+    const hook = await request('POST', '/v2/outgoingWebhooks', { Name: 'Probe', OutgoingUrls: [`${receiver.url}/probe`] });
+    expect((await request('POST', `/v2/outgoingWebhooks/${hook.body.Id}/events`, { EventType: 'table.recordInsert', ObjectName: 'probe_orders' })).status).toBe(201);
+
+    // The gateway's own queries while the transaction is open: an API request, and the dispatcher's polls (every second).
+    let listedAt = 0;
+    let rolledBackAt = 0;
+    let listing: Promise<{ status: number }> | undefined;
+    await expect(
+      client.begin(async (tx) => {
+        await tx`insert into probe_orders (item) values ('rolled back')`;
+        await tx`create table "TxnProbe" (x int)`;
+        listing = request('GET', '/v2/outgoingWebhooks').then((response) => ((listedAt = Date.now()), response));
+        await sleep(1500);
+        rolledBackAt = Date.now();
+        throw new Error('roll back');
+      }),
+    ).rejects.toThrow('roll back');
+    const left = async () =>
+      (
+        await client`select to_regclass('"TxnProbe"')::text as probe, (select count(*)::int from probe_orders) as orders,
+          (select count(*)::int from webhook_gateway.outbox) as changes, (select count(*)::int from webhook_gateway.messages) as messages`
+      )[0];
+    expect(await left()).toEqual({ probe: null, orders: 0, changes: 0, messages: 0 });
+    expect(notices).toEqual([]); // no "there is no transaction in progress": the ROLLBACK found its transaction
+    expect((await listing!).status).toBe(200);
+    expect(listedAt).toBeGreaterThanOrEqual(rolledBackAt); // it waited for the transaction, not ran inside it
+
+    // Two clients' extended queries do not interleave either (the Parse and Bind of one, the Execute of the other).
+    const other = postgres(url, { max: 1, onnotice: () => {} });
+    const values = (sql: postgres.Sql, tag: string) =>
+      Promise.all(Array.from({ length: 50 }, (_, i) => sql.unsafe(`select $1::text || '${tag}' as value`, [i]).then(([row]) => row!.value)));
+    const [ours, theirs] = await Promise.all([values(client, 'a'), values(other, 'b')]);
+    await other.end();
+    expect(ours).toEqual(Array.from({ length: 50 }, (_, i) => `${i}a`));
+    expect(theirs).toEqual(Array.from({ length: 50 }, (_, i) => `${i}b`));
+
+    // A client that goes away mid-transaction is rolled back, also while its BEGIN still waits for
+    // a gateway transaction; the gateway goes on.
+    const leaving = postgres(url, { max: 1, onnotice: () => {} });
+    const reserved = await leaving.reserve();
+    await reserved`begin`;
+    await reserved`insert into probe_orders (item) values ('abandoned')`;
+    await leaving.end({ timeout: 0 });
+    const late = postgres(url, { max: 1, onnotice: () => {} });
+    await late`select 1`;
+    const held = gateway.database.db.transaction(() => sleep(500));
+    const waited = late.begin((tx) => tx`insert into probe_orders (item) values ('never begun')`).catch(() => {});
+    await sleep(100);
+    await late.end({ timeout: 0 });
+    await Promise.all([held, waited]);
+    expect((await request('GET', '/v2/outgoingWebhooks')).status).toBe(200);
+    expect(await left()).toEqual({ probe: null, orders: 0, changes: 0, messages: 0 });
+
+    // A committed insert still becomes a message and a call, the only one.
+    await client`insert into probe_orders (item) values ('kept')`;
+    const call = await waitFor(async () => receiver.calls.find((received) => received.path === '/probe'), 20_000, 'the delivery');
+    expect(JSON.parse(call.body).data).toMatchObject([{ item: 'kept' }]);
+    expect(await left()).toMatchObject({ orders: 1, changes: 0, messages: 1 });
+  } finally {
+    await client.end();
+    await gateway.stop();
+    await receiver.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});

@@ -8,6 +8,7 @@ import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
 import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import postgres from 'postgres';
 import type { Logger } from '../logger';
+import { serveEmbedded } from './embeddedServer';
 import { GATEWAY_SCHEMA } from './namespace';
 import * as schema from './schema';
 
@@ -75,27 +76,18 @@ export async function openEmbedded(options: EmbeddedOptions): Promise<Database> 
   mkdirSync(options.dataDir, { recursive: true });
   const pglite = await PGlite.create({ dataDir: options.dataDir });
   const db = drizzlePglite(pglite, { schema }) as unknown as Db;
-  let socketServer: { stop(): Promise<void> } | undefined;
-  let embeddedUrl: string | undefined;
-  if (options.port !== undefined) {
-    const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
-    const server = new PGLiteSocketServer({ db: pglite, host: '127.0.0.1', port: options.port, maxConnections: 10 });
-    await server.start();
-    socketServer = server;
-    const address = server.getServerConn();
-    embeddedUrl = `postgres://postgres@${address}/postgres?sslmode=disable`;
-  }
+  const server = options.port === undefined ? undefined : await serveEmbedded(pglite, options.port);
   return {
     db,
     kind: 'embedded',
-    embeddedUrl,
+    embeddedUrl: server && `postgres://postgres@${server.address}/postgres?sslmode=disable`,
     async listen(channel, onNotify) {
       const unlisten = await pglite.listen(channel, () => onNotify());
       return unlisten;
     },
     runExclusive: (task) => task(),
     async close() {
-      await socketServer?.stop();
+      await server?.stop();
       await pglite.close();
     },
   };
