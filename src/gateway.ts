@@ -151,6 +151,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       redis,
       bootstrap,
       async stop() {
+        // An outside client's open transaction holds the embedded database's one session, and the
+        // gateway's own queries with it: it is rolled back first, as a Postgres shutdown would.
+        await database.stopServing?.();
         await websocket?.close();
         statusFeed?.close();
         // At once: each waits for its own (requests, a batch, calls), and the worker's wait is bounded

@@ -182,9 +182,14 @@ it("keeps an outside client's transaction from the gateway's own queries: its ro
     const call = await waitFor(async () => receiver.calls.find((received) => received.path === '/probe'), 20_000, 'the delivery');
     expect(JSON.parse(call.body).data).toMatchObject([{ item: 'kept' }]);
     expect(await left()).toMatchObject({ orders: 1, changes: 0, messages: 1 });
+
+    // Left open at the stop, which would otherwise wait for it (the dispatcher's next poll does): the stop rolls it back.
+    const open = await client.reserve();
+    await open`begin`;
+    await open`insert into probe_orders (item) values ('open at the stop')`;
   } finally {
-    await client.end();
     await gateway.stop();
+    await client.end();
     await receiver.stop();
     rmSync(dataDir, { recursive: true, force: true });
   }

@@ -24,6 +24,8 @@ export interface Database {
   listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>;
   /** Runs `task` while no other gateway process runs a startup task (migrations, bootstrap). */
   runExclusive<T>(task: () => Promise<T>): Promise<T>;
+  /** Embedded only: stops serving other programs, rolling back their open transactions. */
+  stopServing?(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -86,6 +88,7 @@ export async function openEmbedded(options: EmbeddedOptions): Promise<Database> 
       return unlisten;
     },
     runExclusive: (task) => task(),
+    stopServing: async () => server?.stop(),
     async close() {
       await server?.stop();
       await pglite.close();
