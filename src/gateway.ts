@@ -64,6 +64,9 @@ function listen(server: Server, port: number): Promise<AddressInfo> {
   });
 }
 
+/** How long a start waits for its Redis connection (a Redis still loading its data answers later). */
+const REDIS_CONNECT_WAIT_MS = 3000;
+
 /** How long a stop lets HTTP requests in flight finish before it closes their connections. */
 const REQUEST_GRACE_MS = 10_000;
 
@@ -90,7 +93,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   });
   const { db } = database;
   const redis = connectRedis(config.redisUrl, log);
-  redis.connect().catch(() => {}); // reported by the error listener; /ready shows it
+  // Settles once the connection is ready or its first attempt failed; a failure is reported by the
+  // error listener, and /ready shows it.
+  const redisConnected = redis.connect().catch(() => {});
   try {
     const bootstrap = await database.runExclusive(() => ensureBootstrapClient(db, config.bootstrapClient));
     // Gateways on one database share their Redis keys; gateways on different ones never do.
@@ -128,6 +133,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       status,
     };
     const dispatcher = handover ? new Dispatcher({ database, config, log, handover, redis, redisPrefix }) : undefined;
+    // The dispatcher's first turn uses this connection at once, and it fails fast while Redis is
+    // away: started before it connected, a normal start would report the queue unreachable.
+    await Promise.race([redisConnected, new Promise((resolve) => setTimeout(resolve, REDIS_CONNECT_WAIT_MS).unref())]);
     await dispatcher?.start();
     const worker = config.roles.includes('worker') ? new DeliveryWorker({ db, config, log, redisPrefix, status, metrics }) : undefined;
     worker?.start();

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import postgres from 'postgres';
 import { expect, it } from 'vitest';
 import { loadConfig } from '../src/config';
@@ -10,7 +11,7 @@ import { parseResponse } from './support/gateway';
 import { Receiver } from './support/receiver';
 import { waitFor } from './support/wait';
 
-it('runs on the embedded database when DATABASE_URL is unset, serves it to other programs, and delivers its table changes', async () => {
+it('runs on the embedded database when DATABASE_URL is unset, serves it to other programs, and delivers its table changes, with no warning', async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'gw-embedded-'));
   const receiver = await new Receiver().start();
   const config = loadConfig({
@@ -20,7 +21,9 @@ it('runs on the embedded database when DATABASE_URL is unset, serves it to other
     LOG_LEVEL: 'silent',
     ALLOW_PRIVATE_TARGETS: 'true',
   });
-  const gateway = await startGateway(config, createLogger('silent'));
+  const logged: { level: number; msg: string }[] = [];
+  const log = createLogger('info', new Writable({ write: (chunk, _encoding, done) => done(void logged.push(JSON.parse(String(chunk)))) }));
+  const gateway = await startGateway(config, log);
   try {
     expect(gateway.database.kind).toBe('embedded');
     expect(gateway.bootstrap.kind).toBe('created');
@@ -86,6 +89,9 @@ it('runs on the embedded database when DATABASE_URL is unset, serves it to other
       await client`insert into embedded_orders (item) values ('coffee')`;
       const next = await waitFor(async () => receiver.calls.find((received) => received.body.includes('coffee')), 20_000, 'the delivery after the change');
       expect(JSON.parse(next.body).data).toEqual([{ id: 2, item: 'coffee' }]);
+
+      // Redis was up all along.
+      expect(logged.filter((line) => line.level >= 40)).toEqual([]);
     } finally {
       await client.end();
     }
