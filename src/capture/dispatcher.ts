@@ -519,8 +519,9 @@ export class Dispatcher {
       }
       if (Date.now() >= this.nextQueueCheck) {
         this.nextQueueCheck = Date.now() + QUEUE_CHECK_INTERVAL_MS;
-        if (await requeueIfQueueLost(database.db, redis, redisPrefix)) {
-          log.info('delivery queue (re)built from Postgres');
+        const requeued = await requeueIfQueueLost(database.db, redis, redisPrefix);
+        if (requeued > 0) {
+          log.info({ deliveries: requeued }, 'delivery queue (re)built from Postgres');
           this.sweepUnqueued = true;
         }
       }

@@ -246,17 +246,22 @@ async function removeSupersededJobs(handover: Handover, rows: readonly DeliveryT
 /**
  * Redis may lose its data (a restart without persistence). A marker key tells: when it is gone,
  * every unfinished delivery is marked unqueued, and the handover queues it again (job ids are
- * idempotent, so jobs that did survive are not doubled).
+ * idempotent, so jobs that did survive are not doubled). Returns how many it marked: none while
+ * the marker is there, nor when nothing was unfinished (a new installation, whose Redis never had
+ * the marker).
  */
-export async function requeueIfQueueLost(db: Db, redis: Redis, prefix: string): Promise<boolean> {
+export async function requeueIfQueueLost(db: Db, redis: Redis, prefix: string): Promise<number> {
   const marker = `${prefix}:${DELIVERY_QUEUE}:gateway-epoch`;
-  if ((await redis.exists(marker)) === 1) return false;
-  await db
-    .update(deliveries)
-    .set({ queued: false })
-    .where(and(eq(deliveries.queued, true), inArray(deliveries.status, UNFINISHED_STATUSES)));
+  if ((await redis.exists(marker)) === 1) return 0;
+  const [marked] = await queryRows<{ count: number }>(
+    db,
+    sql`with marked as (
+        update ${deliveries} set queued = false
+        where ${and(eq(deliveries.queued, true), inArray(deliveries.status, UNFINISHED_STATUSES))} returning 1)
+      select count(*)::int as count from marked`,
+  );
   await redis.set(marker, new Date().toISOString());
-  return true;
+  return marked!.count;
 }
 
 /**
