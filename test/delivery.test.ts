@@ -433,6 +433,24 @@ describe('delivery', () => {
   });
 });
 
+describe('a busy receiver', () => {
+  it('gets no call that waited in the worker for a place to its URL once the webhook is deleted', async () => {
+    const path = `/busy-deleted-${counter + 1}`;
+    receiver.script(path, ...Array.from({ length: 300 }, () => ({ status: 200, delayMs: 800 })));
+    const { table, webhook } = await setup([path], { CallThrottling: 100 });
+    await app.unsafe(`insert into "${table}" (note) select 'n' || n from generate_series(1, 300) n`);
+    // 100 calls a second held 0.8 s each would be 80 at once: the URL's 50 places are taken, and
+    // the next calls wait in the worker, loaded, for one.
+    await waitFor(async () => (receiver.callsTo(path).length >= 70 ? true : undefined));
+    expect((await gw.request('DELETE', `/v2/outgoingWebhooks/${webhook.Id}`, { token })).status).toBe(204);
+    const deletedAt = Date.now();
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    // Those in flight at the deletion had arrived before it; a call starting after it would be one that waited.
+    const startedAfter = receiver.callsTo(path).filter((call) => call.at > deletedAt + 100);
+    expect(startedAfter.length).toBeLessThanOrEqual(2);
+  });
+});
+
 describe('a hanging receiver', () => {
   it('takes at most 50 calls at once per URL and does not hold up another webhook, on the same host too', { timeout: 60_000 }, async () => {
     // Its own gateway: calls time out after 20 s here, so that a hanging call stays open for the whole test;

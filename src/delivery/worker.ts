@@ -38,6 +38,12 @@ const URL_SLOT_LIMITS = { perUrl: PER_URL_CONCURRENCY, stallMs: 500, maxWaitMs: 
 const URL_BUSY_RETRY_MS = { min: 250, max: 5000 };
 /** The longest wait for the throttle's window spent in a worker slot; a longer one is spent in the delayed set. */
 const IN_PROCESS_WAIT_MAX_MS = 250;
+/**
+ * A call that waited in the process longer than this since its delivery was loaded (for a place
+ * to its URL, for the throttle's window) loads it again before it goes: it is not made if the
+ * webhook was deleted, the URL taken off or the message redelivered meanwhile.
+ */
+const RELOAD_AFTER_WAIT_MS = 100;
 /** How long a stop waits for the calls in hand, beyond the delivery timeout that bounds each. */
 const STOP_MARGIN_MS = 5_000;
 /** How long a stop waits for the jobs whose attempts it gave up to end (the recorder tries again every second). */
@@ -152,6 +158,7 @@ export class DeliveryWorker {
   private async process(job: Job<DeliveryJobData>, token: string | undefined): Promise<void> {
     const data = deliveryJobData.parse(job.data);
     const work = await this.loader.load(data.deliveryId);
+    const loadedAt = Date.now();
     if (!work) return; // gone with its webhook: nothing to send
     if (work.generation !== data.generation || FINAL_STATUSES.includes(work.status)) {
       // Superseded by a redelivery, or already done: nothing to send, and its place in line is given up.
@@ -173,8 +180,8 @@ export class DeliveryWorker {
       const wait = slot.at - Date.now();
       if (wait > SLOT_SLACK_MS) return this.delay(job, token, { ...data, slot }, wait);
     }
-    const sent = await this.sendInTurn(job, token, { ...data, slot }, work, work.body);
-    if (!sent) return; // superseded while it waited: another job makes the call
+    const sent = await this.sendInTurn(job, token, { ...data, slot }, work, work.body, loadedAt);
+    if (!sent) return; // superseded or gone while it waited: another job makes the call, or none is to be made
     return this.conclude(job, token, data, work, sent);
   }
 
@@ -210,6 +217,7 @@ export class DeliveryWorker {
     data: DeliveryJobData & { slot: Slot },
     work: DeliveryWork,
     body: string,
+    loadedAt: number,
   ): Promise<{ attemptedAt: Date; result: SendResult } | undefined> {
     const { slot } = data;
     const limit = this.limitOf(work);
@@ -243,6 +251,10 @@ export class DeliveryWorker {
         // change of CallThrottling rebooks the waiting deliveries itself).
         return this.bookAgain(job, token, data, work, permit.waitMs);
       }
+      if (Date.now() - loadedAt > RELOAD_AFTER_WAIT_MS && !(await this.stillDue(work, data.generation))) {
+        if (holdsLine) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
+        return undefined;
+      }
       this.options.status.publish([statusEvent(work, 'SENDING', work.attempts + 1)]);
       const attemptedAt = new Date();
       const timestamp = Math.floor(attemptedAt.getTime() / 1000);
@@ -259,6 +271,12 @@ export class DeliveryWorker {
     } finally {
       this.urlSlots.release(work.url, Date.now() - placeTakenAt);
     }
+  }
+
+  /** Whether the delivery is still there, in the job's generation, and not done. */
+  private async stillDue(work: DeliveryWork, generation: number): Promise<boolean> {
+    const current = await this.loader.load(work.deliveryId);
+    return current !== undefined && current.generation === generation && !FINAL_STATUSES.includes(current.status);
   }
 
   /**
