@@ -187,19 +187,23 @@ it('goes on past an event whose stored template cannot be rendered (saved before
     const deep = await createWatchedWebhook(api, token, app, { table: 'Deep', urls: ['https://hooks.example.com/deep'] });
     const other = await api.request('POST', '/v2/outgoingWebhooks', { token, body: { Name: 'other', OutgoingUrls: ['https://hooks.example.com/other'] } });
     await api.request('POST', `/v2/outgoingWebhooks/${other.body.Id}/events`, { token, body: { EventType: 'table.recordInsert', ObjectName: 'Deep' } });
-    // What the API took before it refused templates nested over 32 levels: rendering this one exhausts the stack.
+    // What the API took before it refused templates nested over 32 levels: rendering the first
+    // exhausts the stack; the second, 40 levels deep, renders as it did.
     const [event] = await app<[{ id: string }]>`update webhook_gateway.webhook_events
       set custom_payload_template = ${'['.repeat(4400) + ']'.repeat(4400)} where webhook_id = ${deep.Id} returning id`;
+    const nested = (inner: string) => '['.repeat(39) + inner + ']'.repeat(39);
+    await app`update webhook_gateway.webhook_events set custom_payload_template = ${nested('{"note":"[@field:note]"}')}
+      where webhook_id = ${other.body.Id}`;
     await app`insert into "Deep" (note) values ('still delivered')`;
 
     const result = await dispatch();
     expect(result).toMatchObject({
       changes: 1,
       messages: 1,
-      unrenderable: [{ eventId: event.id, webhookId: deep.Id, problem: 'CustomPayloadTemplate nests objects and arrays more than 32 levels deep' }],
+      unrenderable: [{ eventId: event.id, webhookId: deep.Id, problem: 'CustomPayloadTemplate nests objects and arrays more than 1000 levels deep' }],
     });
-    const made = await app`select webhook_id, body::json -> 'data' -> 0 ->> 'note' as note from webhook_gateway.messages`;
-    expect(made).toEqual([{ webhook_id: other.body.Id, note: 'still delivered' }]);
+    const made = await app`select webhook_id, body from webhook_gateway.messages`;
+    expect(made).toEqual([{ webhook_id: other.body.Id, body: nested('{"note":"still delivered"}') }]);
   } finally {
     await app.end();
     await api.stop();

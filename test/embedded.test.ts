@@ -201,3 +201,52 @@ it("keeps an outside client's transaction from the gateway's own queries: its ro
     rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+it('rolls back a client whose connection is reset while its BEGIN waits for a gateway transaction, once, and serves the gateway after', async () => {
+  const { PGlite } = await import('@electric-sql/pglite');
+  const { serveEmbedded } = await import('../src/db/embeddedServer');
+  const net = await import('node:net');
+  const pglite = await PGlite.create();
+  const server = await serveEmbedded(pglite, 0);
+  const [host, port] = server.address.split(':') as [string, string];
+  const message = (type: string, body: Buffer) => {
+    const header = Buffer.alloc(5);
+    header.write(type);
+    header.writeInt32BE(4 + body.length, 1);
+    return Buffer.concat([header, body]);
+  };
+  const startup = () => {
+    const parameters = Buffer.from('user\0postgres\0database\0postgres\0\0');
+    const header = Buffer.alloc(8);
+    header.writeInt32BE(8 + parameters.length, 0);
+    header.writeInt32BE(196608, 4); // protocol 3.0
+    return Buffer.concat([header, parameters]);
+  };
+  try {
+    const socket = net.connect(Number(port), host);
+    let answered = Buffer.alloc(0);
+    socket.on('data', (data) => (answered = Buffer.concat([answered, data])));
+    socket.on('error', () => {});
+    await new Promise((resolve) => socket.on('connect', resolve));
+    socket.write(startup());
+    await waitFor(async () => (answered.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49])) ? true : undefined)); // ready, idle
+    // The gateway's transaction holds the session; the client's BEGIN waits for it, and the
+    // connection is reset meanwhile (the socket then says both 'error' and 'close').
+    const held = pglite.transaction(async (tx) => {
+      await tx.query('select 1');
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    socket.write(message('Q', Buffer.from('BEGIN\0')));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    socket.resetAndDestroy();
+    await held;
+    // Rolled back (an unhandled rejection of a cleared ROLLBACK would fail this test file), and the gateway's queries run outside any transaction.
+    const result = await pglite.query<{ x: number }>('select 1 as x');
+    expect(result.rows).toEqual([{ x: 1 }]);
+    await waitFor(async () => (pglite.isInTransaction() ? undefined : true));
+  } finally {
+    await server.stop();
+    await pglite.close();
+  }
+});

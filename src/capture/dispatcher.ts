@@ -9,7 +9,7 @@ import { deleteExpiredRecords } from '../delivery/retention';
 import { webhookEvents, type EventType } from '../events/tables';
 import type { Logger } from '../logger';
 import { countHourOf } from '../messages/stats';
-import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, type HookValues } from '../messages/payload';
+import { defaultBody, parsePayloadTemplate, pickFields, renderTemplate, RENDERABLE_TEMPLATE_DEPTH, type HookValues } from '../messages/payload';
 import { urlsByWebhook } from '../webhooks/service';
 import { webhooks } from '../webhooks/tables';
 import {
@@ -40,6 +40,7 @@ const QUEUE_CHECK_INTERVAL_MS = 5000;
 /** Unqueued deliveries a dispatcher hands over, at least, between two batches of changes. */
 const SWEEP_PER_TURN = 5000;
 const CLEANUP_INTERVAL_MS = 3_600_000;
+const UNRENDERABLE_REPORT_INTERVAL_MS = 60_000;
 const IDLE_FLAG_REFRESH_MS = 1000;
 /** Deliveries queued this long ago and not sent, or retries this long overdue, are checked for a missing job. */
 const STALE_AFTER_MS = 120_000;
@@ -87,7 +88,8 @@ async function activeEventsFor(db: Db, tables: string[], unrenderable: Unrendera
     let template: unknown;
     try {
       // Validated at save time; parsed once per batch here.
-      template = event.customPayloadTemplate ? parsePayloadTemplate(event.customPayloadTemplate).structure : undefined;
+      const maxDepth = RENDERABLE_TEMPLATE_DEPTH;
+      template = event.customPayloadTemplate ? parsePayloadTemplate(event.customPayloadTemplate, { maxDepth }).structure : undefined;
     } catch (error) {
       // Saved before a check it fails (one too deep to render): the event makes no messages, and
       // the batch, with every other webhook's messages, goes on.
@@ -455,6 +457,7 @@ export class Dispatcher {
   private idleFlag: { idle: boolean; at: number } | undefined;
   /** Whether deliveries may be waiting unqueued (a redelivery's NOTIFY, a failed handover, a poll). */
   private sweepUnqueued = true;
+  private nextUnrenderableReport = 0;
 
   constructor(private readonly options: DispatcherOptions) {}
 
@@ -484,7 +487,9 @@ export class Dispatcher {
         if (Date.now() >= this.nextCleanup) await this.cleanUp();
         const result = await dispatchBatch(database.db, config);
         await this.handOver(result.deliveries, result.unqueued);
-        if (result.unrenderable.length > 0) {
+        if (result.unrenderable.length > 0 && Date.now() >= this.nextUnrenderableReport) {
+          // Every batch with a change of such a table finds it again: said once a minute.
+          this.nextUnrenderableReport = Date.now() + UNRENDERABLE_REPORT_INTERVAL_MS;
           log.error({ events: result.unrenderable }, 'events whose payload template cannot be rendered made no messages; save their template again');
         }
         if (result.changes > 0) {

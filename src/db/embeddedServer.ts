@@ -50,6 +50,8 @@ export async function serveEmbedded(pglite: PGlite, port: number): Promise<Embed
 
 interface QueuedMessage {
   handlerId: number;
+  /** The ROLLBACK for a client gone: it stays when the client is cleared again (a reset socket says both 'error' and 'close'). */
+  cleanup?: boolean;
   message: Uint8Array;
   onData: (data: Uint8Array) => void;
   resolve: (bytes: number) => void;
@@ -88,20 +90,22 @@ class SessionQueue {
 
   constructor(private readonly pglite: PGlite) {}
 
-  enqueue(handlerId: number, message: Uint8Array, onData: (data: Uint8Array) => void): Promise<number> {
+  enqueue(handlerId: number, message: Uint8Array, onData: (data: Uint8Array) => void, cleanup = false): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.waiting.push({ handlerId, message, onData, resolve, reject });
+      this.waiting.push({ handlerId, message, onData, resolve, reject, cleanup });
       void this.drain();
     });
   }
 
   clearQueueForHandler(handlerId: number): void {
-    for (const queued of this.waiting) if (queued.handlerId === handlerId) queued.reject(new Error('Handler disconnected'));
-    this.waiting = this.waiting.filter((queued) => queued.handlerId !== handlerId);
+    const cleared = (queued: QueuedMessage) => queued.handlerId === handlerId && !queued.cleanup;
+    for (const queued of this.waiting) if (cleared(queued)) queued.reject(new Error('Handler disconnected'));
+    this.waiting = this.waiting.filter((queued) => !cleared(queued));
   }
 
   async clearTransactionIfNeeded(handlerId: number): Promise<void> {
-    if (this.holder === handlerId) await this.enqueue(handlerId, ROLLBACK, () => {});
+    const pending = this.waiting.some((queued) => queued.handlerId === handlerId && queued.cleanup);
+    if (this.holder === handlerId && !pending) await this.enqueue(handlerId, ROLLBACK, () => {}, true);
   }
 
   private async drain(): Promise<void> {
@@ -118,10 +122,10 @@ class SessionQueue {
 
   private async run({ handlerId, message, onData }: QueuedMessage): Promise<number> {
     this.holder = handlerId;
+    let bytes = 0;
+    let tail = new Uint8Array(0);
     try {
       this.release ??= await holdTransactionMutex(this.pglite);
-      let bytes = 0;
-      let tail = new Uint8Array(0);
       await this.pglite.runExclusive(() =>
         this.pglite.execProtocolRawStream(message, {
           onRawData: (data) => {
@@ -134,10 +138,12 @@ class SessionQueue {
           },
         }),
       );
-      // No answer (a Flush, a Terminate, what follows an error until Sync) leaves the state as it was.
-      if (tail.length > 0) this.idle = endsIdle(tail);
       return bytes;
     } finally {
+      // From what was answered, also when the message failed after answering (a BEGIN answered,
+      // then an error): no answer (a Flush, a Terminate, what follows an error until Sync) leaves
+      // the state as it was.
+      if (tail.length > 0) this.idle = endsIdle(tail);
       if (this.idle) {
         this.holder = undefined;
         this.release?.();

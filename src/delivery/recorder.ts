@@ -37,7 +37,13 @@ const MAX_WAIT_MS = 5;
 const RECONNECT_DELAY_MS = 1000;
 /** A batch still waiting for Postgres is reported again this often. */
 const RECONNECT_REPORT_MS = 60_000;
-/** How often one attempt's record is written again after losing a deadlock before its job fails. */
+/**
+ * SQLSTATEs of a refusal no row is to blame for, which passes: insufficient resources (class 53:
+ * a full disk, out of memory), a statement or lock timeout, a deadlock or serialization conflict
+ * lost again and again, an I/O error (class 58).
+ */
+const PASSING_REFUSAL = /^(53|58|57014$|55P03$|40P01$|40001$)/;
+/** How often one attempt's record is written again after losing a deadlock before it is held. */
 const MAX_DEADLOCK_RETRIES = 5;
 
 /**
@@ -117,7 +123,8 @@ export class AttemptRecorder {
       const connectionLost = isConnectionError(error);
       const refused = postgresError(error);
       if (!connectionLost && !retried && (await this.recover(batch, refused))) return;
-      if ((connectionLost || refused) && !this.givingUp) {
+      const passing = refused !== undefined && PASSING_REFUSAL.test(refused.code);
+      if ((connectionLost || passing) && !this.givingUp) {
         if (Date.now() - reportedAt >= RECONNECT_REPORT_MS) {
           const err = (error as Error).message;
           if (connectionLost) this.log.warn({ err, attempts: batch.length }, 'Postgres unreachable; holding the attempts until it is back');

@@ -45,6 +45,8 @@ export const deliveries = gatewaySchema.table(
       .where(sql`${table.status} in ('QUEUED', 'SENDING', 'RETRY_SCHEDULED')`),
     // For the dead-deliveries gauge: counting them must not read the whole table.
     index('deliveries_dead_idx').on(table.id).where(sql`${table.status} = 'DEAD'`),
+    // A webhook's dead deliveries, cancelled when their URL is taken off it.
+    index('deliveries_dead_by_webhook_idx').on(table.webhookId).where(sql`${table.status} = 'DEAD'`),
   ],
 );
 

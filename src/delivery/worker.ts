@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { DelayedError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Config } from '../config';
-import type { Db } from '../db/database';
+import { sql } from 'drizzle-orm';
+import { queryRows, type Db } from '../db/database';
 import type { Logger } from '../logger';
 import type { Metrics } from '../server/metrics';
 import { USER_AGENT } from '../version';
@@ -14,7 +15,7 @@ import { Sender, type SendResult } from './sender';
 import { catchUpThrottleEpoch } from './service';
 import { signMessage } from './signature';
 import { statusEvent, type StatusPublisher } from './status';
-import { FINAL_STATUSES } from './tables';
+import { FINAL_STATUSES, type DeliveryStatus } from './tables';
 import { SLOT_SLACK_MS, Throttle, type Slot, type SlotRequest } from './throttle';
 import { UrlSlots } from './urlSlots';
 
@@ -40,10 +41,10 @@ const URL_BUSY_RETRY_MS = { min: 250, max: 5000 };
 const IN_PROCESS_WAIT_MAX_MS = 250;
 /**
  * A call that waited in the process longer than this since its delivery was loaded (for a place
- * to its URL, for the throttle's window) loads it again before it goes: it is not made if the
+ * to its URL, for the throttle's window) checks it again before it goes: it is not made if the
  * webhook was deleted, the URL taken off or the message redelivered meanwhile.
  */
-const RELOAD_AFTER_WAIT_MS = 100;
+const RECHECK_AFTER_WAIT_MS = 100;
 /** How long a stop waits for the calls in hand, beyond the delivery timeout that bounds each. */
 const STOP_MARGIN_MS = 5_000;
 /** How long a stop waits for the jobs whose attempts it gave up to end (the recorder tries again every second). */
@@ -59,6 +60,16 @@ export interface DeliveryWorkerOptions {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Whether the delivery is still there (not deleted with its webhook), in this generation, and not done. */
+async function stillDue(db: Db, deliveryId: number, generation: number): Promise<boolean> {
+  const [row] = await queryRows<{ generation: number; status: DeliveryStatus }>(
+    db,
+    sql`select generation, status from webhook_gateway.deliveries where id = ${deliveryId}`,
+    { prepared: true },
+  );
+  return row !== undefined && row.generation === generation && !FINAL_STATUSES.includes(row.status);
+}
 
 /** Whether `promise` settles within `ms`. */
 const settlesWithin = (promise: Promise<unknown>, ms: number): Promise<boolean> =>
@@ -251,9 +262,15 @@ export class DeliveryWorker {
         // change of CallThrottling rebooks the waiting deliveries itself).
         return this.bookAgain(job, token, data, work, permit.waitMs);
       }
-      if (Date.now() - loadedAt > RELOAD_AFTER_WAIT_MS && !(await this.stillDue(work, data.generation))) {
-        if (holdsLine) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
-        return undefined;
+      if (Date.now() - loadedAt > RECHECK_AFTER_WAIT_MS) {
+        const due = await stillDue(this.options.db, work.deliveryId, data.generation).catch((error: unknown) => {
+          if (holdsLine) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
+          throw error;
+        });
+        if (!due) {
+          if (holdsLine) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
+          return undefined;
+        }
       }
       this.options.status.publish([statusEvent(work, 'SENDING', work.attempts + 1)]);
       const attemptedAt = new Date();
@@ -271,12 +288,6 @@ export class DeliveryWorker {
     } finally {
       this.urlSlots.release(work.url, Date.now() - placeTakenAt);
     }
-  }
-
-  /** Whether the delivery is still there, in the job's generation, and not done. */
-  private async stillDue(work: DeliveryWork, generation: number): Promise<boolean> {
-    const current = await this.loader.load(work.deliveryId);
-    return current !== undefined && current.generation === generation && !FINAL_STATUSES.includes(current.status);
   }
 
   /**

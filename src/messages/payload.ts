@@ -21,6 +21,8 @@ export const MAX_TEMPLATE_LENGTH = 64 * 1024;
  * level: a few thousand exhaust the stack, while the parser takes any depth.
  */
 export const MAX_TEMPLATE_DEPTH = 32;
+/** The deepest stored template the dispatcher renders (one saved before MAX_TEMPLATE_DEPTH may be deeper); well within the stack. */
+export const RENDERABLE_TEMPLATE_DEPTH = 1000;
 
 const PLACEHOLDER = /\[@(out-hook|field):([^\]]+)\]/g;
 const WHOLE_PLACEHOLDER = /^\[@(out-hook|field):([^\]]+)\]$/;
@@ -53,7 +55,7 @@ function collectPlaceholders(value: unknown, found: { kind: string; name: string
  * values may hold `[@out-hook:name]` and `[@field:Column]` placeholders. Throws a message
  * saying what is wrong.
  */
-export function parsePayloadTemplate(text: string): ParsedTemplate {
+export function parsePayloadTemplate(text: string, { maxDepth = MAX_TEMPLATE_DEPTH } = {}): ParsedTemplate {
   if (text.length > MAX_TEMPLATE_LENGTH) throw new Error(`is longer than ${MAX_TEMPLATE_LENGTH} characters`);
   let structure: unknown;
   try {
@@ -62,8 +64,8 @@ export function parsePayloadTemplate(text: string): ParsedTemplate {
     throw new Error(`is not valid JSON: ${(error as Error).message.replace(/^JSON5: /, '')}`);
   }
   if (typeof structure !== 'object' || structure === null) throw new Error('must be a JSON object or array');
-  if (nestsDeeperThan(structure, MAX_TEMPLATE_DEPTH)) {
-    throw new Error(`nests objects and arrays more than ${MAX_TEMPLATE_DEPTH} levels deep`);
+  if (nestsDeeperThan(structure, maxDepth)) {
+    throw new Error(`nests objects and arrays more than ${maxDepth} levels deep`);
   }
   const found: { kind: string; name: string }[] = [];
   collectPlaceholders(structure, found);

@@ -1,0 +1,1 @@
+CREATE INDEX "deliveries_dead_by_webhook_idx" ON "webhook_gateway"."deliveries" USING btree ("webhook_id") WHERE "webhook_gateway"."deliveries"."status" = 'DEAD';
