@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { DelayedError, Worker, type Job } from 'bullmq';
+import { sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import type { Config } from '../config';
-import { sql } from 'drizzle-orm';
 import { queryRows, type Db } from '../db/database';
 import type { Logger } from '../logger';
 import type { Metrics } from '../server/metrics';
