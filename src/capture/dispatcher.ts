@@ -88,8 +88,8 @@ async function activeEventsFor(db: Db, tables: string[], unrenderable: Unrendera
     let template: unknown;
     try {
       // Validated at save time; parsed once per batch here.
-      const maxDepth = RENDERABLE_TEMPLATE_DEPTH;
-      template = event.customPayloadTemplate ? parsePayloadTemplate(event.customPayloadTemplate, { maxDepth }).structure : undefined;
+      const parsed = event.customPayloadTemplate && parsePayloadTemplate(event.customPayloadTemplate, { maxDepth: RENDERABLE_TEMPLATE_DEPTH });
+      template = parsed ? parsed.structure : undefined;
     } catch (error) {
       // Saved before a check it fails (one too deep to render): the event makes no messages, and
       // the batch, with every other webhook's messages, goes on.
