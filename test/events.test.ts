@@ -106,6 +106,26 @@ describe('tables', () => {
     expect(graphql.body.errors[0].extensions.code).toBe('ObjectNotFound');
   });
 
+  it('does not take a name longer than an identifier for the table it would be cut to', async () => {
+    const longest = 'T'.repeat(63); // Postgres keeps at most 63 bytes of a name
+    await app.unsafe(`create table "${longest}" (id int)`);
+    expect((await gw.request('GET', `/v2/tables/${longest}/fields`, { token })).status).toBe(200);
+    const response = await gw.request('GET', `/v2/tables/${longest}Extra/fields`, { token });
+    expect(response.status).toBe(404);
+    expect(response.body.Code).toBe('ObjectNotFound');
+    // 52 characters, 64 bytes: cut to the 62 bytes of the 51 characters before the last.
+    const cut = `${'T'.repeat(40)}${'é'.repeat(11)}`;
+    await app.unsafe(`create table "${cut}" (id int)`);
+    const webhook = await gw.request('POST', '/v2/outgoingWebhooks', { token, body: { Name: 'Long names', OutgoingUrls: ['https://example.com/hook'] } });
+    expect(webhook.status).toBe(201);
+    const event = await gw.request('POST', `/v2/outgoingWebhooks/${webhook.body.Id}/events`, {
+      token,
+      body: { EventType: 'table.recordInsert', ObjectName: `${cut}é` },
+    });
+    expect(event.status).toBe(400);
+    expect(event.body.Message).toContain('was not found');
+  });
+
   it('sees a table created after the gateway started', async () => {
     await app`create table "LateTable" (id int)`;
     const response = await gw.graphql(`{ tables }`, {}, token);
