@@ -171,10 +171,10 @@ export const percentile = (sorted: number[], p: number) => sorted[Math.min(sorte
 /**
  * Inserts `rate` rows a second into `bench_orders` for `seconds`: a hundredth of them every 10
  * ms, each tick its own transaction, every row's `t0` the time its insert was sent and its `item`
- * 'steady' (the delivery bench finds them by it). Resolves with the receiver's commit-to-receipt
+ * the label given ('steady' by default: the delivery bench finds the measured rows by it). Resolves with the receiver's commit-to-receipt
  * latencies (ms, sorted) once every call arrived.
  */
-export async function steadyLatencies(app: postgres.Sql, receiver: ReceiverProcess, rate: number, seconds: number): Promise<number[]> {
+export async function steadyLatencies(app: postgres.Sql, receiver: ReceiverProcess, rate: number, seconds: number, item = 'steady'): Promise<number[]> {
   if (rate % 100 !== 0) throw new Error(`steady rate ${rate}/s: a multiple of 100 (rows go every 10 ms)`);
   await receiver.reset();
   const perTick = rate / 100;
@@ -182,7 +182,7 @@ export async function steadyLatencies(app: postgres.Sql, receiver: ReceiverProce
   for (let tick = 0; tick < seconds * 100; tick++) {
     const due = start + tick * 10;
     if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
-    await app`insert into bench_orders (t0, item, amount) select ${String(Date.now())}, 'steady', n from generate_series(1, ${perTick}) n`;
+    await app`insert into bench_orders (t0, item, amount) select ${String(Date.now())}, ${item}, n from generate_series(1, ${perTick}) n`;
   }
   await until(async () => (await receiver.stats()).count >= rate * seconds);
   return ((await receiver.stats(true)).latencies ?? []).sort((a, b) => a - b);
