@@ -32,9 +32,9 @@ const STEADY_RATE = 1000;
 const STEADY_WINDOWS = 3;
 const STEADY_SECONDS = 10;
 /**
- * Run at the steady rate first and not counted: right after (b)'s bursts the machine is still
- * busy with what they left (autovacuum of the tables they filled, the worker's grown heap), and
- * the first window's p99 was the highest of the three in 5 of 6 runs. Its p99 is printed apart.
+ * Run at the steady rate first and not counted: right after (b)'s bursts, which leave a backlog
+ * of dirty pages and dead rows behind, the first window's p99 was the highest of the three in 5
+ * of 6 runs. Its p99 is printed apart.
  */
 const SETTLE_SECONDS = 10;
 const LONG_RUN = Number(process.env.BENCH_LONG_MESSAGES ?? 200_000);
