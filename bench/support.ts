@@ -171,8 +171,8 @@ export const percentile = (sorted: number[], p: number) => sorted[Math.min(sorte
 /**
  * Inserts `rate` rows a second into `bench_orders` for `seconds`: a hundredth of them every 10
  * ms, each tick its own transaction, every row's `t0` the time its insert was sent and its `item`
- * the label given ('steady' by default: the delivery bench finds the measured rows by it). Resolves with the receiver's commit-to-receipt
- * latencies (ms, sorted) once every call arrived.
+ * the label given ('steady' by default: the delivery bench finds the measured rows by it).
+ * Resolves with the receiver's commit-to-receipt latencies (ms, sorted) once every call arrived.
  */
 export async function steadyLatencies(app: postgres.Sql, receiver: ReceiverProcess, rate: number, seconds: number, item = 'steady'): Promise<number[]> {
   if (rate % 100 !== 0) throw new Error(`steady rate ${rate}/s: a multiple of 100 (rows go every 10 ms)`);

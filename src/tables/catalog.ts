@@ -77,10 +77,10 @@ export async function listTableNames(db: Db, schema: string): Promise<string[]> 
   return rows.map((row) => row.name);
 }
 
-/** The columns of a table in column order; undefined when there is no such table. */
 /** Postgres keeps at most this many bytes of a name, and compares a longer one by its first 63. */
 const MAX_IDENTIFIER_BYTES = 63;
 
+/** The columns of a table in column order; undefined when there is no such table. */
 export async function tableColumns(db: Db, schema: string, table: string): Promise<TableField[] | undefined> {
   if (Buffer.byteLength(table) > MAX_IDENTIFIER_BYTES) return undefined; // no table has such a name
   const rows = await queryRows<ColumnRow>(
