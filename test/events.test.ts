@@ -394,6 +394,54 @@ describe('change capture', () => {
     expect(n).toBe(0); // no trigger: nothing is even captured
   });
 
+  it('captures updates of tables whose columns have no equality operator (json, xml, point), and skips no-op ones', async () => {
+    const { webhookId } = await setup();
+    const table = `Shapes${counter}`;
+    await app.unsafe(`create table "${table}" (id serial primary key, doc json, note xml, at point)`);
+    await app.unsafe(`insert into "${table}" (doc, note, at) values ('{}', '<a/>', point(1, 2))`);
+    expect((await createEvent(webhookId, { EventType: 'table.recordUpdate', ObjectName: table })).status).toBe(201);
+    await app.unsafe(`update "${table}" set doc = '{"a": 1}'`);
+    await app.unsafe(`update "${table}" set at = point(3, 4)`);
+    await app.unsafe(`update "${table}" set note = '<b/>'`);
+    await app.unsafe(`update "${table}" set id = id`); // changes nothing
+    await outboxDrained();
+    const captured = await messagesOf(webhookId);
+    expect(captured.map((message) => message.body.data[0])).toEqual([
+      { id: 1, doc: { a: 1 }, note: '<a/>', at: '(1,2)' },
+      { id: 1, doc: { a: 1 }, note: '<a/>', at: '(3,4)' },
+      { id: 1, doc: { a: 1 }, note: '<b/>', at: '(3,4)' },
+    ]);
+  });
+
+  it("captures a partitioned table's updates under its own name, and leaves its partitions' trigger copies alone", async () => {
+    const { webhookId } = await setup();
+    const table = `Regions${counter}`;
+    await app.unsafe(`create table "${table}" (id int, region text, amount int) partition by list (region)`);
+    await app.unsafe(`create table "${table}_eu" partition of "${table}" for values in ('eu')`);
+    await app.unsafe(`insert into "${table}" values (1, 'eu', 10)`);
+    expect((await createEvent(webhookId, { EventType: 'table.recordUpdate', ObjectName: table })).status).toBe(201);
+    expect(await triggersOn(`${table}_eu`)).toEqual(['webhook_gateway_update']); // Postgres' copy
+
+    // Other webhooks' events sync the triggers too: the copy is not the gateway's to drop.
+    const other = await setup();
+    expect((await createEvent(other.webhookId, { EventType: 'table.recordDelete', ObjectName: other.table })).status).toBe(201);
+    expect((await gw.request('PUT', `/v2/outgoingWebhooks/${other.webhookId}`, { token, body: { Enabled: false } })).status).toBe(200);
+    expect((await gw.request('DELETE', `/v2/outgoingWebhooks/${other.webhookId}`, { token })).status).toBe(204);
+
+    await app.unsafe(`update "${table}" set amount = 11`);
+    await app.unsafe(`update "${table}_eu" set amount = 12`);
+    const captured = await waitForMessages(webhookId, 2);
+    expect(captured.map((message) => [message.objectName, message.body.data[0].amount])).toEqual([
+      [table, 11],
+      [table, 12],
+    ]);
+
+    const [event] = (await gw.request('GET', `/v2/outgoingWebhooks/${webhookId}/events`, { token })).body.Result;
+    expect((await gw.request('DELETE', `/v2/outgoingWebhooks/${webhookId}/events/${event.Id}`, { token })).status).toBe(204);
+    expect(await triggersOn(table)).toEqual([]);
+    expect(await triggersOn(`${table}_eu`)).toEqual([]);
+  });
+
   it('installs only the triggers the events need and keeps them while another webhook needs them', async () => {
     const { table, webhookId } = await setup();
     await createEvent(webhookId, { EventType: 'table.recordUpdate', ObjectName: table, ObjectFields: ['Name'] });

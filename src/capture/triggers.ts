@@ -23,6 +23,9 @@ export interface TriggerChanges {
   missing: string[];
 }
 
+/** A string literal for DDL, which takes no parameters. */
+const quoteLiteral = (text: string) => `'${text.replaceAll("'", "''")}'`;
+
 function createTriggerSql(schema: string, table: string, operation: 'insert' | 'update' | 'delete') {
   const name = sql.identifier(`${TRIGGER_PREFIX}${operation}`);
   const target = sql`${sql.identifier(schema)}.${sql.identifier(table)}`;
@@ -34,9 +37,12 @@ function createTriggerSql(schema: string, table: string, operation: 'insert' | '
       return sql`create or replace trigger ${name} after delete on ${target} referencing old table as old_rows
         for each statement execute function webhook_gateway.capture_deletes()`;
     case 'update':
-      // An update that changes no value is filtered here, before the function is even called.
+      // An update that changes no value is filtered here, before the function is even called. The
+      // rows' images are compared: comparing values needs an equality operator for every column
+      // (json has none). The table's name goes as an argument: the trigger's copies on a
+      // partitioned table's partitions capture under it, the name events use.
       return sql`create or replace trigger ${name} after update on ${target}
-        for each row when (old.* is distinct from new.*) execute function webhook_gateway.capture_update()`;
+        for each row when (old.* *<> new.*) execute function webhook_gateway.capture_update(${sql.raw(quoteLiteral(table))})`;
   }
 }
 
@@ -53,15 +59,19 @@ export async function syncCaptureTriggers(db: Db, schema: string): Promise<Trigg
         from webhook_gateway.webhook_events e join webhook_gateway.webhooks w on w.id = e.webhook_id
         where e.enabled and w.enabled`,
   );
-  const present = await queryRows<{ table_name: string; trigger_name: string }>(
+  // A partitioned table's row trigger has copies on its partitions (tgparentid names the
+  // original): they come and go with it, cannot be dropped on their own, and take the place of
+  // the partition's own trigger of that name.
+  const triggers = await queryRows<{ table_name: string; trigger_name: string; copy: boolean }>(
     db,
-    sql`select c.relname as table_name, t.tgname as trigger_name
+    sql`select c.relname as table_name, t.tgname as trigger_name, t.tgparentid <> 0 as copy
         from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
         where n.nspname = ${schema} and not t.tgisinternal and t.tgname like ${`${TRIGGER_PREFIX}%`}`,
   );
+  const present = triggers.filter((row) => !row.copy);
   const tables = new Set(await listTableNames(db, schema));
   const wanted = new Set(needed.map((row) => `${row.table_name}\u0000${TRIGGER_PREFIX}${OPERATIONS[row.event_type]}`));
-  const existing = new Set(present.map((row) => `${row.table_name}\u0000${row.trigger_name}`));
+  const existing = new Set(triggers.map((row) => `${row.table_name}\u0000${row.trigger_name}`));
   const changes: TriggerChanges = { installed: [], removed: [], missing: [] };
 
   for (const row of needed) {
