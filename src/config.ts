@@ -21,7 +21,15 @@ const duration = z.string().transform((text, ctx) => {
   return ms;
 });
 
-const integer = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+// Digits only: a number parser would take a blank as 0 (API_RATE_LIMIT=' ' switching the limit
+// off), and 0x10 or 1e3 as numbers.
+const integer = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().min(min).max(max));
 
 const boolean = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'must be true or false' })
