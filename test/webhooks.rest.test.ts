@@ -317,5 +317,11 @@ describe('authentication and permissions', () => {
       expect(response.status, `${method} ${path}`).toBe(403);
       expect(response.body.Code).toBe('UnsufficientPrivileges');
     }
+    // Whatever the body: it is not read for a caller who may not write.
+    for (const [body, contentType] of [['{bad', 'application/json'], ['{}', 'text/plain']] as const) {
+      const response = await gw.request('POST', '/v2/outgoingWebhooks', { token: readOnlyToken, body, headers: { 'content-type': contentType } });
+      expect(response.status, `${contentType} ${body}`).toBe(403);
+      expect(response.body.Code).toBe('UnsufficientPrivileges');
+    }
   });
 });

@@ -1,4 +1,5 @@
 import { Hono, type Context } from 'hono';
+import { requirePermission } from '../auth/principal';
 import type { ApiRateLimiter } from '../auth/rateLimit';
 import { authenticateBearer } from '../auth/tokens';
 import type { Config } from '../config';
@@ -167,6 +168,8 @@ export function createRestApi(deps: { db: Db; config: Config; status: StatusPubl
     api.on(route.method, route.path, async (c) => {
       const principal = await authenticateBearer(deps.db, c.req.header('authorization'));
       await deps.rateLimiter.admit(principal);
+      // Every route but a read writes: a caller who may not write gets a 403, not the body's 400 or 415.
+      if (route.method !== 'GET') requirePermission(principal, 'webhooks:write');
       const ctx: ServiceContext = { db: deps.db, config: deps.config, log: c.get('log'), principal, status: deps.status };
       const body = route.method === 'GET' || route.method === 'DELETE' ? undefined : await readJsonBody(c);
       const result = await route.handle({ ctx, params: c.req.param(), body });
