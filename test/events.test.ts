@@ -203,6 +203,8 @@ describe('events', () => {
       [{ EventType: 'table.recordInsert', ObjectName: 'webhooks' }, /^ObjectName: /],
       [{ EventType: 'table.recordInsert', ObjectName: table, ObjectFields: ['Name'] }, /^ObjectFields: applies to table.recordUpdate/],
       [{ EventType: 'table.recordUpdate', ObjectName: table, ObjectFields: ['Nope'] }, /^ObjectFields\[0\]: 'Nope' is not a column/],
+      [{ EventType: 'table.recordUpdate', ObjectName: table, ObjectFields: ['Name', 'Age', 'Name'] }, /^ObjectFields\[2\]: 'Name' is listed twice/],
+      [{ EventType: 'table.recordInsert', ObjectName: table, CustomPayloadFields: ['Age', 'Age'] }, /^CustomPayloadFields\[1\]: 'Age' is listed twice/],
       [{ EventType: 'table.recordInsert', ObjectName: table, CustomPayloadFields: ['PK_ID', 'Nope'] }, /^CustomPayloadFields\[1\]: /],
       [{ EventType: 'table.recordInsert', ObjectName: table, EventSources: ['Email'] }, /^EventSources\[0\]: must be one of/],
       [{ EventType: 'table.recordInsert', ObjectName: table, CustomPayloadTemplate: "{'a': " }, /^CustomPayloadTemplate: is not valid JSON/],

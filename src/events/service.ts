@@ -44,6 +44,10 @@ const columnList = (what: string) =>
   z
     .array(z.string(expected('a column name')).min(1), expected(`a list of ${what}`))
     .max(1000)
+    .superRefine((names, ctx) => {
+      const index = names.findIndex((name, at) => names.indexOf(name) !== at);
+      if (index >= 0) ctx.addIssue({ code: 'custom', path: [index], message: `'${names[index]}' is listed twice` });
+    })
     .nullable()
     .transform((list) => list ?? []);
 
