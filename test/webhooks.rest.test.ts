@@ -95,6 +95,27 @@ describe('webhook fields', () => {
     expect(zero.body.CallThrottling).toBe(50);
   });
 
+  it('shows the limit in force after CALL_THROTTLING_MAX is lowered, so that what GET shows can be PUT back', async () => {
+    const created = await gw.request('POST', '/v2/outgoingWebhooks', { token, body: uniqueWebhook() });
+    expect(created.body.CallThrottling).toBe(50);
+    const lowered = await startTestGateway({ CALL_THROTTLING_MAX: '20' }, gw.databaseUrl);
+    try {
+      const writer = await lowered.token();
+      const shown = await lowered.request('GET', `/v2/outgoingWebhooks/${created.body.Id}`, { token: writer });
+      expect(shown.body.CallThrottling).toBe(20);
+      const { Name, Description, OutgoingUrls, CallThrottling, Enabled } = shown.body;
+      const putBack = await lowered.request('PUT', `/v2/outgoingWebhooks/${created.body.Id}`, {
+        token: writer,
+        body: { Name, Description, OutgoingUrls, CallThrottling, Enabled },
+      });
+      expect(putBack.status).toBe(200);
+      const graphql = await lowered.graphql(`query($id: ID!) { outgoingWebhook(id: $id) { callThrottling } }`, { id: created.body.Id }, writer);
+      expect(graphql.body.data.outgoingWebhook.callThrottling).toBe(20);
+    } finally {
+      await lowered.stop();
+    }
+  });
+
   it('replaces the URL list on update and frees the old URLs for other webhooks', async () => {
     const first = await gw.request('POST', '/v2/outgoingWebhooks', { token, body: uniqueWebhook() });
     const oldUrl = first.body.OutgoingUrls[0];

@@ -124,7 +124,8 @@ function toWebhook(ctx: ServiceContext, row: WebhookRow, outgoingUrls: string[])
     name: row.name,
     description: row.description,
     outgoingUrls,
-    callThrottling: row.callThrottling,
+    // The limit in force: a value stored under a higher CALL_THROTTLING_MAX shows as the current one.
+    callThrottling: Math.min(row.callThrottling, ctx.config.callThrottlingMax),
     enabled: row.enabled,
     defaultPayloadIncludesSecret: row.defaultPayloadIncludesSecret,
     secret: hasPermission(ctx.principal, 'webhooks:write') ? row.secret : undefined,
