@@ -117,6 +117,17 @@ describe('GraphQL security', () => {
     expect(page.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
   });
 
+  it('answers a body that is not JSON with 415 UnsupportedMediaType in the GraphQL error shape', async () => {
+    const response = await gw.request('POST', '/graphql', {
+      token,
+      body: JSON.stringify({ query: '{ tables }' }),
+      headers: { 'content-type': 'text/plain' },
+    });
+    expect(response.status).toBe(415);
+    expect(response.body.errors[0].extensions.code).toBe('UnsupportedMediaType');
+    expect(response.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
   it('lets a read-only profile read, without secrets, and not write', async () => {
     await gw.graphql(
       `mutation { createOutgoingWebhook(input: {name: "ro-visible", outgoingUrls: ["https://ro.example.com/"]}) { id } }`,

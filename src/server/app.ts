@@ -83,6 +83,11 @@ export function createApp(deps: AppDependencies): Hono<HttpEnv> {
   if (graphql) {
     app.on(['GET', 'POST', 'OPTIONS'], '/graphql', async (c) => {
       const response = await graphql.fetch(c.req.raw, { log: c.get('log') });
+      // Yoga answers a body it cannot read with an empty 415; GraphQL callers get the contract's error.
+      if (response.status === 415) {
+        const message = 'The request body must be JSON (Content-Type: application/json)';
+        return c.json({ errors: [{ message, extensions: { code: 'UnsupportedMediaType' } }] }, 415);
+      }
       // A Response returned as it is does not get the headers set on the context, as c.json's do.
       response.headers.set('X-Request-Id', c.get('requestId'));
       if (response.headers.get('content-type')?.startsWith('text/html')) {
