@@ -438,9 +438,20 @@ describe('change capture', () => {
       [table, 12],
     ]);
 
+    // The partition's own update event is served by the copy while the partitioned table has
+    // one, and gets its own trigger back when the partitioned table's event goes.
+    const partition = await setup();
+    const own = await createEvent(partition.webhookId, { EventType: 'table.recordUpdate', ObjectName: `${table}_eu` });
+    expect(own.status).toBe(201);
     const [event] = (await gw.request('GET', `/v2/outgoingWebhooks/${webhookId}/events`, { token })).body.Result;
     expect((await gw.request('DELETE', `/v2/outgoingWebhooks/${webhookId}/events/${event.Id}`, { token })).status).toBe(204);
     expect(await triggersOn(table)).toEqual([]);
+    expect(await triggersOn(`${table}_eu`)).toEqual(['webhook_gateway_update']);
+    await app.unsafe(`update "${table}_eu" set amount = 13`);
+    const [ownMessage] = await waitForMessages(partition.webhookId, 1);
+    expect([ownMessage.objectName, ownMessage.body.data[0].amount]).toEqual([`${table}_eu`, 13]);
+
+    expect((await gw.request('DELETE', `/v2/outgoingWebhooks/${partition.webhookId}/events/${own.body.Id}`, { token })).status).toBe(204);
     expect(await triggersOn(`${table}_eu`)).toEqual([]);
   });
 

@@ -61,19 +61,28 @@ export async function syncCaptureTriggers(db: Db, schema: string): Promise<Trigg
   );
   // A partitioned table's row trigger has copies on its partitions (tgparentid names the
   // original): they come and go with it, cannot be dropped on their own, and take the place of
-  // the partition's own trigger of that name.
-  const triggers = await queryRows<{ table_name: string; trigger_name: string; copy: boolean }>(
-    db,
-    sql`select c.relname as table_name, t.tgname as trigger_name, t.tgparentid <> 0 as copy
-        from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
-        where n.nspname = ${schema} and not t.tgisinternal and t.tgname like ${`${TRIGGER_PREFIX}%`}`,
-  );
-  const present = triggers.filter((row) => !row.copy);
+  // the partition's own trigger of that name (Postgres makes that trigger a copy).
+  const installed = () =>
+    queryRows<{ table_name: string; trigger_name: string; copy: boolean }>(
+      db,
+      sql`select c.relname as table_name, t.tgname as trigger_name, t.tgparentid <> 0 as copy
+          from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
+          where n.nspname = ${schema} and not t.tgisinternal and t.tgname like ${`${TRIGGER_PREFIX}%`}`,
+    );
   const tables = new Set(await listTableNames(db, schema));
   const wanted = new Set(needed.map((row) => `${row.table_name}\u0000${TRIGGER_PREFIX}${OPERATIONS[row.event_type]}`));
-  const existing = new Set(triggers.map((row) => `${row.table_name}\u0000${row.trigger_name}`));
   const changes: TriggerChanges = { installed: [], removed: [], missing: [] };
 
+  // Unwanted triggers go first: a partitioned table's takes its copies with it, a partition's own
+  // among them, which is then made again below.
+  for (const row of await installed()) {
+    if (row.copy || wanted.has(`${row.table_name}\u0000${row.trigger_name}`)) continue;
+    await db.execute(
+      sql`drop trigger if exists ${sql.identifier(row.trigger_name)} on ${sql.identifier(schema)}.${sql.identifier(row.table_name)}`,
+    );
+    changes.removed.push(`${row.table_name}.${row.trigger_name.slice(TRIGGER_PREFIX.length)}`);
+  }
+  const existing = new Set((await installed()).map((row) => `${row.table_name}\u0000${row.trigger_name}`));
   for (const row of needed) {
     const operation = OPERATIONS[row.event_type];
     const key = `${row.table_name}\u0000${TRIGGER_PREFIX}${operation}`;
@@ -85,13 +94,6 @@ export async function syncCaptureTriggers(db: Db, schema: string): Promise<Trigg
     await db.execute(createTriggerSql(schema, row.table_name, operation));
     existing.add(key);
     changes.installed.push(`${row.table_name}.${operation}`);
-  }
-  for (const row of present) {
-    if (wanted.has(`${row.table_name}\u0000${row.trigger_name}`)) continue;
-    await db.execute(
-      sql`drop trigger if exists ${sql.identifier(row.trigger_name)} on ${sql.identifier(schema)}.${sql.identifier(row.table_name)}`,
-    );
-    changes.removed.push(`${row.table_name}.${row.trigger_name.slice(TRIGGER_PREFIX.length)}`);
   }
   return changes;
 }
