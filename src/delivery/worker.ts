@@ -263,14 +263,14 @@ export class DeliveryWorker {
         return this.bookAgain(job, token, data, work, permit.waitMs);
       }
       if (Date.now() - loadedAt > RECHECK_AFTER_WAIT_MS) {
-        const due = await stillDue(this.options.db, work.deliveryId, data.generation).catch((error: unknown) => {
-          if (holdsLine) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
-          throw error;
-        });
-        if (!due) {
-          if (holdsLine) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
-          return undefined;
+        let due = false;
+        try {
+          due = await stillDue(this.options.db, work.deliveryId, data.generation);
+        } finally {
+          // No call goes (gone, or the check failed): the next in the URL's line need not wait for it.
+          if (!due && holdsLine) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
         }
+        if (!due) return undefined;
       }
       this.options.status.publish([statusEvent(work, 'SENDING', work.attempts + 1)]);
       const attemptedAt = new Date();
