@@ -272,13 +272,17 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
 export async function deleteWebhook(ctx: ServiceContext, id: string): Promise<void> {
   requirePermission(ctx.principal, 'webhooks:write');
   checkLookupKey('Webhook', id);
-  const cancelled = await ctx.db.transaction(async (tx) => {
-    const unfinished = await unfinishedDeliveries(tx, id);
-    const deleted = await tx.delete(webhooks).where(eq(webhooks.id, id)).returning({ id: webhooks.id });
-    if (deleted.length === 0) throw notFound('Webhook', id);
-    await syncCaptureTriggers(tx, ctx.config.watchedSchema);
-    return unfinished;
-  });
+  // The delete's cascade can meet the attempt recorder, which holds deliveries and messages and
+  // then wants the webhook's row (its foreign keys): as in updateWebhook, the loser tries again.
+  const cancelled = await retryOnDeadlock(() =>
+    ctx.db.transaction(async (tx) => {
+      const unfinished = await unfinishedDeliveries(tx, id);
+      const deleted = await tx.delete(webhooks).where(eq(webhooks.id, id)).returning({ id: webhooks.id });
+      if (deleted.length === 0) throw notFound('Webhook', id);
+      await syncCaptureTriggers(tx, ctx.config.watchedSchema);
+      return unfinished;
+    }),
+  );
   ctx.status.publish(cancelled.map((delivery) => statusEvent(delivery, 'CANCELLED', delivery.attempts)));
 }
 
