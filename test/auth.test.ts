@@ -103,14 +103,19 @@ describe('POST /oauth/token', () => {
     expect(reused.body.error).toBe('invalid_grant');
   });
 
-  it('stores tokens and secrets hashed, never as issued', async () => {
+  it('stores tokens and secrets as their SHA-256, never as issued', async () => {
     const token = await gw.token();
-    const rows = await queryRows<{ n: number }>(
+    const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+    const [stored] = await queryRows<{ token: string; client: string }>(
       gw.gateway.database.db,
-      sql`select count(*)::int as n from webhook_gateway.oauth_tokens where token_hash = ${token}
-          union all select count(*)::int from webhook_gateway.api_clients where secret_hash = ${credentials.clientSecret}`,
+      sql`select (select row_to_json(t)::text from webhook_gateway.oauth_tokens t where token_hash = ${sha256(token)}) as token,
+                 (select row_to_json(c)::text from webhook_gateway.api_clients c where secret_hash = ${sha256(credentials.clientSecret)}) as client`,
     );
-    expect(rows.map((row) => row.n)).toEqual([0, 0]);
+    // Found by their hashes, and neither row holds the value itself in any column.
+    expect(stored!.token).toEqual(expect.any(String));
+    expect(stored!.client).toEqual(expect.any(String));
+    expect(stored!.token).not.toContain(token);
+    expect(stored!.client).not.toContain(credentials.clientSecret);
   });
 });
 

@@ -43,7 +43,7 @@ async function blockedOnLock() {
 
 async function message(id: string) {
   const response = await gw.graphql(
-    `query($id: ID!) { message(id: $id) { id status attempts { url attempt succeeded httpStatus error responseBody } } }`,
+    `query($id: ID!) { message(id: $id) { id status attempts { url attempt attemptedAt durationMs succeeded httpStatus error responseBody } } }`,
     { id },
     token,
   );
@@ -64,6 +64,7 @@ function verify(secret: string, call: { headers: Record<string, unknown>; body: 
 describe('delivery', () => {
   it('reaches every URL of a multicast webhook once, signed so that standardwebhooks verifies it', async () => {
     const { table, webhook } = await setup([`/multi-${counter + 1}/a`, `/multi-${counter + 1}/b`]);
+    const insertedAt = Date.now();
     await app.unsafe(`insert into "${table}" (note) values ('hello')`);
     const calls = await waitFor(async () => {
       const found = receiver.calls.filter((call) => call.path.startsWith(`/multi-${counter}/`));
@@ -74,6 +75,7 @@ describe('delivery', () => {
 
     expect(calls.map((call) => call.path).sort()).toEqual([`/multi-${counter}/a`, `/multi-${counter}/b`]);
     for (const call of calls) {
+      expect(call.method).toBe('POST');
       expect(call.headers['content-type']).toBe('application/json');
       expect(call.headers['user-agent']).toMatch(/^webhook-gateway\/\d+\.\d+\.\d+$/);
       expect(call.headers['webhook-id']).toBe(messageId);
@@ -82,6 +84,13 @@ describe('delivery', () => {
     expect(delivered.attempts).toHaveLength(2);
     expect(delivered.attempts.every((attempt: any) => attempt.succeeded && attempt.httpStatus === 200)).toBe(true);
     expect(delivered.attempts[0].responseBody).toBe('status 200');
+    // Each attempt's time is when its call was made: after the row's commit, before the receiver had it.
+    for (const attempt of delivered.attempts) {
+      const call = calls.find((candidate) => candidate.path.endsWith(attempt.url.slice(-2)))!;
+      expect(Date.parse(attempt.attemptedAt)).toBeGreaterThanOrEqual(insertedAt);
+      expect(Date.parse(attempt.attemptedAt)).toBeLessThanOrEqual(call.at);
+      expect(attempt.durationMs).toEqual(expect.any(Number));
+    }
 
     await new Promise((resolve) => setTimeout(resolve, 300)); // nothing more arrives
     expect(receiver.calls.filter((call) => call.path.startsWith(`/multi-${counter}/`))).toHaveLength(2);

@@ -2,6 +2,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export interface ReceivedCall {
+  method: string;
   path: string;
   at: number;
   headers: IncomingHttpHeaders;
@@ -32,7 +33,7 @@ export class Receiver {
       request.on('data', (chunk: Buffer) => chunks.push(chunk));
       request.on('end', () => {
         const path = request.url ?? '/';
-        this.calls.push({ path, at: Date.now(), headers: request.headers, body: Buffer.concat(chunks).toString() });
+        this.calls.push({ method: request.method ?? '', path, at: Date.now(), headers: request.headers, body: Buffer.concat(chunks).toString() });
         const reply = this.scripts.get(path)?.shift() ?? this.defaults.get(path) ?? { status: 200 };
         const answer = () => {
           if (response.destroyed) return;
