@@ -68,3 +68,18 @@ it('stops on SIGTERM while a client stalls in the middle of a request: its conne
     await database.drop();
   }
 });
+
+it('refuses to start on a bad configuration value, naming the variable, without a stack trace', async () => {
+  const child = spawn('node', ['--import', 'tsx', 'src/main.ts'], {
+    env: { ...process.env, PORT: 'eighty', DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/postgres' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const [code] = await once(child, 'exit');
+  expect(code).not.toBe(0);
+  expect(output).toMatch(/PORT/);
+  expect(output).not.toMatch(/^\s+at /m);
+  expect(output).not.toMatch(/listening on/);
+});

@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from './support/gateway';
 
@@ -344,5 +345,31 @@ describe('authentication and permissions', () => {
       expect(response.status, `${contentType} ${body}`).toBe(403);
       expect(response.body.Code).toBe('UnsufficientPrivileges');
     }
+  });
+});
+
+describe('an unexpected failure', () => {
+  it('is a 500 InternalError in the contract shape over REST and GraphQL, its details kept out of the answer', async () => {
+    const { db } = gw.gateway.database;
+    // A fault no request can cause: the webhooks table is gone for a moment.
+    await db.execute(sql`alter table webhook_gateway.webhooks rename to webhooks_away`);
+    try {
+      const rest = await gw.request('GET', '/v2/outgoingWebhooks', { token });
+      expect(rest.status).toBe(500);
+      expect(rest.body).toEqual({
+        Code: 'InternalError',
+        Message: 'An internal error occurred',
+        Resource: '/v2/outgoingWebhooks',
+        RequestId: expect.any(String),
+      });
+      const graphql = await gw.graphql('{ outgoingWebhooks { id } }', {}, token);
+      expect(graphql.body.errors).toEqual([expect.objectContaining({ message: 'Internal error', extensions: { code: 'InternalError' } })]);
+      for (const text of [JSON.stringify(rest.body), JSON.stringify(graphql.body)]) {
+        expect(text).not.toMatch(/webhooks_away|relation|select|\.ts:\d+/i);
+      }
+    } finally {
+      await db.execute(sql`alter table webhook_gateway.webhooks_away rename to webhooks`);
+    }
+    expect((await gw.request('GET', '/v2/outgoingWebhooks', { token })).status).toBe(200);
   });
 });
