@@ -53,14 +53,20 @@ function watch(variables: { webhookId?: string; messageId?: string } = {}, param
   return watcher;
 }
 
+/** A subscription, once the API process has it open (so that no change is missed). */
+async function subscribe(variables: { webhookId?: string; messageId?: string }, params?: Record<string, unknown>) {
+  const before = await openSubscriptions(api.url);
+  const watcher = watch(variables, params);
+  await waitForSubscriptions(api.url, before + 1);
+  return watcher;
+}
+
 const statusesOf = (changes: StatusChange[], url: string) => changes.filter((change) => change.url === url).map((change) => change.status);
 
 describe('deliveryStatus over graphql-ws', () => {
   it('reports QUEUED, SENDING and SUCCEEDED for each URL, in order, from the process that delivered', async () => {
     const hook = await watchedWebhook(['/live/a', '/live/b']);
-    const before = await openSubscriptions(api.url);
-    const watcher = watch({ webhookId: hook.id });
-    await waitForSubscriptions(api.url, before + 1);
+    const watcher = await subscribe({ webhookId: hook.id });
 
     await app.unsafe(`insert into ${hook.table} (note) values ('hello')`);
     const changes = await watcher.waitForChanges(6);
@@ -81,9 +87,7 @@ describe('deliveryStatus over graphql-ws', () => {
   it('reports RETRY_SCHEDULED with the next attempt time when a receiver fails, then the retry', async () => {
     const hook = await watchedWebhook(['/live/flaky']);
     receiver.script('/live/flaky', { status: 500 });
-    const before = await openSubscriptions(api.url);
-    const watcher = watch({ webhookId: hook.id });
-    await waitForSubscriptions(api.url, before + 1);
+    const watcher = await subscribe({ webhookId: hook.id });
 
     await app.unsafe(`insert into ${hook.table} (note) values ('retry me')`);
     const changes = await watcher.waitForChanges(5);
@@ -105,9 +109,7 @@ describe('deliveryStatus over graphql-ws', () => {
   it('reports DEAD, with no next attempt, once the last attempt of the schedule fails', async () => {
     const hook = await watchedWebhook(['/live/down']);
     receiver.answer('/live/down', { status: 500 });
-    const before = await openSubscriptions(api.url);
-    const watcher = watch({ webhookId: hook.id });
-    await waitForSubscriptions(api.url, before + 1);
+    const watcher = await subscribe({ webhookId: hook.id });
 
     await app.unsafe(`insert into ${hook.table} (note) values ('never taken')`);
     // RETRY_SCHEDULE '1s,1s,1s': the first attempt and three retries.
@@ -162,9 +164,7 @@ describe('deliveryStatus over graphql-ws', () => {
 
   it('reports CANCELLED for the deliveries a deleted webhook leaves undone', async () => {
     const hook = await watchedWebhook(['/live/slow'], { CallThrottling: 1 });
-    const before = await openSubscriptions(api.url);
-    const watcher = watch({ webhookId: hook.id });
-    await waitForSubscriptions(api.url, before + 1);
+    const watcher = await subscribe({ webhookId: hook.id });
 
     await app.unsafe(`insert into ${hook.table} (note) select 'n' || n from generate_series(1, 4) n`);
     await watcher.waitForChanges(1, (change) => change.status === 'SUCCEEDED');
@@ -273,9 +273,7 @@ describe('deliveryStatus over graphql-ws', () => {
   it('lets a read-only profile subscribe, and refuses unknown webhooks and messages', async () => {
     const readOnly = await api.token({ readOnly: true, name: 'Reader' });
     const hook = await watchedWebhook(['/live/read']);
-    const before = await openSubscriptions(api.url);
-    const watcher = watch({ webhookId: hook.id }, { Authorization: `Bearer ${readOnly}` });
-    await waitForSubscriptions(api.url, before + 1);
+    const watcher = await subscribe({ webhookId: hook.id }, { Authorization: `Bearer ${readOnly}` });
     await app.unsafe(`insert into ${hook.table} (note) values ('read')`);
     await watcher.waitForChanges(3);
 
@@ -290,9 +288,7 @@ describe('deliveryStatus over graphql-ws', () => {
     // A delivery of its own that is retried once and then succeeds, whatever ran before.
     const hook = await watchedWebhook(['/live/metrics']);
     receiver.script('/live/metrics', { status: 503 });
-    const before = await openSubscriptions(api.url);
-    const watcher = watch({ webhookId: hook.id });
-    await waitForSubscriptions(api.url, before + 1);
+    const watcher = await subscribe({ webhookId: hook.id });
     await app.unsafe(`insert into ${hook.table} (note) values ('counted')`);
     await watcher.waitForChanges(1, (change) => change.status === 'SUCCEEDED');
 
