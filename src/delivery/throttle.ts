@@ -60,10 +60,12 @@ return result
 // comes: a worker busy between the permit and the call must not let the next one, in another
 // process, get there first. Then the window: a log of the calls of the last window (KEYS[1]); a
 // call is allowed while fewer than `limit` are in it, else the answer is how long until the
-// oldest leaves. ARGV: limit, window, the lines' time to live, the calls' epoch, gap, left wait,
-// then per call: line index, ticket, may overtake (1/0), log member. Returns per call 0
-// (allowed, and counted), -3 (allowed, and to say when it left), -1 (in line), -2 (superseded)
-// or the ms to wait.
+// oldest leaves. A call let into a window over half full is to say when it left too, so that
+// the log counts it from then (a call that left late would otherwise drop out of the window
+// early, and a receiver would see one too many). ARGV: limit, window, the lines' time to live,
+// the calls' epoch, gap, left wait, then per call: line index, ticket, may overtake (1/0), log
+// member. Returns per call 0 (allowed, and counted), -3 (allowed, and to say when it left), -1
+// (in line), -2 (superseded) or the ms to wait.
 const ACQUIRE_PERMITS = `
 if tonumber(ARGV[4]) < tonumber(redis.call('GET', KEYS[2]) or '0') then
   local superseded = {}
@@ -111,6 +113,7 @@ for i = 7, #ARGV, 4 do
       end
       moved[line] = true
     end
+    if count * 2 > limit then allowed = -3 end
     result[#result + 1] = allowed
   else
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -125,8 +128,9 @@ end
 return result
 `;
 
-// The call holding its line has left (its request is with its connection): the next may go
-// `gap` ms from now. ARGV: ticket, the line's time to live.
+// A call has left (its request is with its connection): the window's log (KEYS[2]) counts it
+// from now, and if it holds its line (KEYS[1]), the next may go `gap` ms from now. ARGV: ticket,
+// the line's time to live, the call's log member, the window.
 const CALL_LEFT = `
 local state = redis.call('HMGET', KEYS[1], 'holder', 'at')
 local now_parts = redis.call('TIME')
@@ -134,6 +138,9 @@ local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 
 if tonumber(state[1] or '0') == tonumber(ARGV[1]) and tonumber(state[2] or '0') > now then
   redis.call('HSET', KEYS[1], 'at', now)
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if redis.call('ZADD', KEYS[2], 'XX', 'CH', now, ARGV[3]) == 1 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 return 0
 `;
@@ -153,14 +160,18 @@ return 0
  * window; or not at all under its slot (`superseded`: the limit changed since it was booked).
  */
 export type Permit =
-  /** `holdsLine`: queued calls wait behind this one until its worker says it left (`callLeft`). */
-  | { granted: true; holdsLine: boolean }
+  /**
+   * `saysWhenLeft`: its worker is to say when the call left (`callLeft`). Queued calls behind it
+   * wait for that, and the window counts it from then: the webhook is at or near its limit.
+   */
+  | { granted: true; saysWhenLeft: boolean }
   | { granted: false; waitMs: number; inLine: boolean; superseded: boolean };
 
 interface PermitCall {
   url: string;
   ticket: number;
   mayOvertake: boolean;
+  queued: boolean;
   callId: string;
   resolve(permit: Permit): void;
   reject(error: unknown): void;
@@ -199,7 +210,8 @@ export interface SlotRequest {
 /**
  * The calls-per-second limit of a webhook, held across processes: slots spaced a little wider
  * than 1/limit (releases jitter by milliseconds), and a sliding one-second-plus-margin log
- * checked right before each call, so that no one-second window at the receiver holds more.
+ * checked right before each call (near the limit, counting each call from when it left its
+ * worker), so that no one-second window at the receiver holds more.
  * Calls to a URL go in the order their slots were booked, even when jobs wake late and bunch up
  * in several processes at once. A change of the limit starts a new throttle epoch, with a clock
  * and lines of its own; the window's log is the webhook's, whatever the epoch.
@@ -210,8 +222,10 @@ export class Throttle {
   static readonly MARGIN = 0.1;
   /** How long past its slot a call waits for an earlier call to its URL before going anyway. */
   static readonly LINE_GRACE_MS = 2000;
-  /** How long a call that `holdsLine` holds it if its worker never says it left (it died). */
+  /** How long a call that holds its URL's line holds it if its worker never says it left (it died). */
   static readonly LEFT_WAIT_MS = 1000;
+  /** The window's log looks this far back. */
+  private static readonly LOG_WINDOW_MS = Math.ceil(Throttle.WINDOW_MS * (1 + Throttle.MARGIN));
 
   /** Permits asked for in this tick, per webhook, limit and epoch. */
   private readonly asked = new Map<string, { webhookId: string; limit: number; epoch: number; calls: PermitCall[] }>();
@@ -224,7 +238,7 @@ export class Throttle {
     redis.defineCommand('gwReserveSlots', { lua: RESERVE_SLOTS }); // as many keys as the batch has URLs
     redis.defineCommand('gwAcquirePermits', { lua: ACQUIRE_PERMITS }); // as many keys as the calls have URLs
     redis.defineCommand('gwLeaveLine', { numberOfKeys: 1, lua: LEAVE_LINE });
-    redis.defineCommand('gwCallLeft', { numberOfKeys: 1, lua: CALL_LEFT });
+    redis.defineCommand('gwCallLeft', { numberOfKeys: 2, lua: CALL_LEFT });
   }
 
   /** Books the webhook's next slot for a call. */
@@ -291,7 +305,7 @@ export class Throttle {
       const groupKey = `${webhookId}\u0000${limit}\u0000${slot.epoch}`;
       let group = this.asked.get(groupKey);
       if (!group) this.asked.set(groupKey, (group = { webhookId, limit, epoch: slot.epoch, calls: [] }));
-      group.calls.push({ url, ticket: slot.ticket, mayOvertake, callId, resolve, reject });
+      group.calls.push({ url, ticket: slot.ticket, mayOvertake, queued: slot.queued, callId, resolve, reject });
       if (!this.askScheduled) {
         this.askScheduled = true;
         setImmediate(() => void this.askForPermits());
@@ -303,7 +317,6 @@ export class Throttle {
     this.askScheduled = false;
     const groups = [...this.asked.values()];
     this.asked.clear();
-    const window = Math.ceil(Throttle.WINDOW_MS * (1 + Throttle.MARGIN));
     const pipeline = this.redis.pipeline() as unknown as {
       gwAcquirePermits(numberOfKeys: number, ...keysAndArgs: (string | number)[]): void;
       exec(): Promise<[Error | null, unknown][] | null>;
@@ -316,11 +329,11 @@ export class Throttle {
       const perCall = calls.flatMap((call) => [lineIndex.get(call.url)!, call.ticket, call.mayOvertake ? 1 : 0, call.callId]);
       pipeline.gwAcquirePermits(
         2 + lines.length,
-        `${this.prefix}:calls:${webhookId}`,
+        this.logKey(webhookId),
         this.epochKey(webhookId),
         ...lines.map((url) => this.lineKey(webhookId, epoch, url)),
         limit,
-        window,
+        Throttle.LOG_WINDOW_MS,
         LINE_TTL_MS,
         epoch,
         this.lineGap(limit),
@@ -335,7 +348,8 @@ export class Throttle {
         calls.forEach((call, position) => {
           if (error) return call.reject(error);
           const wait = Number((reply as number[])[position]);
-          if (wait === 0 || wait === -3) call.resolve({ granted: true, holdsLine: wait === -3 });
+          // A queued call says when it left too: the first of a burst has no window over half full yet.
+          if (wait === 0 || wait === -3) call.resolve({ granted: true, saysWhenLeft: wait === -3 || call.queued });
           else if (wait === -2) call.resolve({ granted: false, waitMs: 0, inLine: false, superseded: true });
           // In line: ask again soon, the predecessor is due within a slot.
           else if (wait < 0) {
@@ -349,13 +363,16 @@ export class Throttle {
   }
 
   /**
-   * Says that a call whose permit `holdsLine` has left (its request was handed to its
-   * connection), so that the next in its line may go, half a slot from now. Without it, the next
-   * waits `LEFT_WAIT_MS` from this call's permit.
+   * Says that a call whose permit `saysWhenLeft` has left (its request was handed to its
+   * connection): the window counts it from now, and the next in its line may go half a slot from
+   * now. Without it, the next waits `LEFT_WAIT_MS` from this call's permit. `callId` is the one
+   * the permit was asked with.
    */
-  async callLeft(webhookId: string, url: string, slot: Slot): Promise<void> {
-    const command = this.redis as unknown as { gwCallLeft(lineKey: string, ticket: number, lineTtlMs: number): Promise<number> };
-    await command.gwCallLeft(this.lineKey(webhookId, slot.epoch, url), slot.ticket, LINE_TTL_MS);
+  async callLeft(webhookId: string, url: string, slot: Slot, callId: string): Promise<void> {
+    const command = this.redis as unknown as {
+      gwCallLeft(lineKey: string, logKey: string, ticket: number, lineTtlMs: number, callId: string, windowMs: number): Promise<number>;
+    };
+    await command.gwCallLeft(this.lineKey(webhookId, slot.epoch, url), this.logKey(webhookId), slot.ticket, LINE_TTL_MS, callId, Throttle.LOG_WINDOW_MS);
   }
 
   /** Gives up the slot's place in line: the calls after it need not wait for it. */
@@ -377,6 +394,8 @@ export class Throttle {
 
   // Each throttle epoch has its own clock and lines (epoch 0 keeps the keys from before epochs).
   private epochKey = (webhookId: string) => `${this.prefix}:epoch:${webhookId}`;
+  /** The webhook's calls of the last window, whatever the epoch. */
+  private logKey = (webhookId: string) => `${this.prefix}:calls:${webhookId}`;
   private slotKey = (webhookId: string, epoch: number) => `${this.prefix}:slot:${webhookId}${epoch ? `:e${epoch}` : ''}`;
   private lineKey = (webhookId: string, epoch: number, url: string) => `${this.prefix}:line:${webhookId}:${epoch ? `e${epoch}:` : ''}${url}`;
   /** Microseconds between slots. */

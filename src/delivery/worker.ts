@@ -241,11 +241,12 @@ export class DeliveryWorker {
     }
     const placeTakenAt = Date.now();
     try {
-      let holdsLine = false;
+      const callId = randomUUID();
+      let saysWhenLeft = false;
       for (;;) {
-        const permit = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, randomUUID());
+        const permit = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, callId);
         if (permit.granted) {
-          holdsLine = permit.holdsLine;
+          saysWhenLeft = permit.saysWhenLeft;
           break;
         }
         if (permit.superseded) return this.rebookSuperseded(job, token, data, work);
@@ -268,7 +269,7 @@ export class DeliveryWorker {
           due = await stillDue(this.options.db, work.deliveryId, data.generation);
         } finally {
           // No call goes (gone, or the check failed): the next in the URL's line need not wait for it.
-          if (!due && holdsLine) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
+          if (!due && saysWhenLeft) this.throttle.callLeft(work.webhookId, work.url, slot, callId).catch(() => {});
         }
         if (!due) return undefined;
       }
@@ -282,8 +283,9 @@ export class DeliveryWorker {
       });
       // The request is with undici now, and written already if the URL had an idle keep-alive
       // connection (the usual case; a new connection can still be overtaken): the next call in
-      // the URL's line may follow. (If this fails, the next waits a second for it, and that is all.)
-      if (holdsLine) this.throttle.callLeft(work.webhookId, work.url, slot).catch(() => {});
+      // the URL's line may follow, and the window counts the call from now. (If this fails, the
+      // next waits a second for it, and the window counts it from its permit, and that is all.)
+      if (saysWhenLeft) this.throttle.callLeft(work.webhookId, work.url, slot, callId).catch(() => {});
       return { attemptedAt, result: await sending };
     } finally {
       this.urlSlots.release(work.url, Date.now() - placeTakenAt);
