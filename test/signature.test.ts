@@ -70,6 +70,9 @@ describe('retry decisions', () => {
     expect(decideRetry(1, schedule, 429, 42_000)).toEqual({ retry: true, delayMs: 42_000 });
     expect(decideRetry(1, schedule, 503, 7_000)).toEqual({ retry: true, delayMs: 7_000 });
     expect(decideRetry(1, schedule, 500, 7_000, () => 0.5)).toEqual({ retry: true, delayMs: 5_000 });
+    // At least a second, so that `Retry-After: 0` every time cannot use up the schedule at once; at most a day.
+    expect(decideRetry(1, schedule, 503, 0)).toEqual({ retry: true, delayMs: 1_000 });
+    expect(decideRetry(1, schedule, 429, 3 * 86_400_000)).toEqual({ retry: true, delayMs: 86_400_000 });
   });
 
   it('stop on 410 Gone and after the last step', () => {

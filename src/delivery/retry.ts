@@ -4,6 +4,11 @@ export type RetryDecision = { retry: true; delayMs: number } | { retry: false; r
 const JITTER = 0.2;
 /** A receiver's Retry-After is honoured up to this long. */
 const MAX_RETRY_AFTER_MS = 24 * 3_600_000;
+/**
+ * And waited at least this long: a receiver answering 503 with `Retry-After: 0` (or a date gone
+ * by) every time would otherwise use up the whole schedule within a second.
+ */
+const MIN_RETRY_AFTER_MS = 1000;
 
 /** Parses Retry-After: delay-seconds or an HTTP date (RFC 9110 §10.2.3). */
 export function parseRetryAfter(header: string | undefined, now = Date.now()): number | undefined {
@@ -30,7 +35,7 @@ export function decideRetry(
   const step = schedule[attempt - 1];
   if (step === undefined) return { retry: false, reason: `gave up after ${attempt} attempts` };
   if ((httpStatus === 429 || httpStatus === 503) && retryAfterMs !== undefined) {
-    return { retry: true, delayMs: Math.min(retryAfterMs, MAX_RETRY_AFTER_MS) };
+    return { retry: true, delayMs: Math.min(Math.max(retryAfterMs, MIN_RETRY_AFTER_MS), MAX_RETRY_AFTER_MS) };
   }
   return { retry: true, delayMs: Math.round(step * (1 - JITTER + 2 * JITTER * random())) };
 }
