@@ -51,6 +51,29 @@ describe('sending a call', () => {
     expect(received.get('/target')).toBeUndefined();
   });
 
+  it('says when the request left: once it is written, before any answer; once, at the end, if it never went', async () => {
+    const sender = newSender(500);
+    let left = 0;
+    let arrivedWhenLeft: number | undefined;
+    const hanging = sender.send(`${base}/hang?left=1`, '{}', {}, () => {
+      left++;
+      arrivedWhenLeft ??= received.get('/hang') ?? 0;
+    });
+    const before = received.get('/hang') ?? 0;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(left).toBe(1); // the receiver has it and has not answered
+    expect(arrivedWhenLeft).toBe(before); // said as it was written, before the receiver read it
+    expect(received.get('/hang')).toBe(before + 1);
+    expect(await hanging).toMatchObject({ ok: false, error: 'no answer within 500 ms' });
+    expect(left).toBe(1);
+
+    let refusedLeft = 0;
+    const refused = await sender.send('http://127.0.0.1:1/', '{}', {}, () => refusedLeft++);
+    expect(refused).toMatchObject({ ok: false });
+    expect(refusedLeft).toBe(1);
+    await sender.close();
+  });
+
   it("keeps the status, Retry-After and the answer's body", async () => {
     const sender = newSender();
     const result = await sender.send(`${base}/busy?attempt=1`, '{}', {});

@@ -83,11 +83,18 @@ export class Sender {
     });
   }
 
-  send(url: string, body: string, headers: Record<string, string>): Promise<SendResult> {
+  /**
+   * Makes the call. `onLeft`, if given, is called once: when the request is being written to its
+   * connection (a new one is connected by then), or when the call ends without that.
+   */
+  send(url: string, body: string, headers: Record<string, string>, onLeft?: () => void): Promise<SendResult> {
     const target = this.targetOf(url);
-    if (target.forbidden) return Promise.resolve({ ok: false, permanent: true, durationMs: 0, error: target.forbidden });
+    if (target.forbidden) {
+      onLeft?.();
+      return Promise.resolve({ ok: false, permanent: true, durationMs: 0, error: target.forbidden });
+    }
     return new Promise((resolve) => {
-      const call = new Call(this.options.timeoutMs, resolve, (done) => this.deadlines.delete(done));
+      const call = new Call(this.options.timeoutMs, resolve, (done) => this.deadlines.delete(done), onLeft);
       this.deadlines.set(call, call.started + this.options.timeoutMs);
       this.sweeper ??= setInterval(() => this.sweep(), DEADLINE_SWEEP_MS);
       try {
@@ -157,12 +164,14 @@ class Call implements Dispatcher.DispatchHandler {
     private readonly timeoutMs: number,
     private readonly resolve: (result: SendResult) => void,
     private readonly forget: (call: Call) => void,
+    private onLeft: (() => void) | undefined,
   ) {}
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     // Given up while it waited for a connection: it is not sent.
-    if (this.settled) controller.abort(new Error('given up'));
-    else this.controller = controller;
+    if (this.settled) return controller.abort(new Error('given up'));
+    this.controller = controller;
+    this.left();
   }
 
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
@@ -213,8 +222,15 @@ class Call implements Dispatcher.DispatchHandler {
   private settle(result: SendResult): void {
     if (this.settled) return;
     this.settled = true;
+    this.left();
     this.forget(this);
     this.resolve(result);
+  }
+
+  private left(): void {
+    const onLeft = this.onLeft;
+    this.onLeft = undefined;
+    onLeft?.();
   }
 
   private elapsed(): number {

@@ -276,16 +276,20 @@ export class DeliveryWorker {
       this.options.status.publish([statusEvent(work, 'SENDING', work.attempts + 1)]);
       const attemptedAt = new Date();
       const timestamp = Math.floor(attemptedAt.getTime() / 1000);
-      const sending = this.sender.send(work.url, body, {
-        'webhook-id': work.messageId,
-        'webhook-timestamp': String(timestamp),
-        'webhook-signature': signMessage(work.signingKeys, work.messageId, timestamp, body),
-      });
-      // The request is with undici now, and written already if the URL had an idle keep-alive
-      // connection (the usual case; a new connection can still be overtaken): the next call in
-      // the URL's line may follow, and the window counts the call from now. (If this fails, the
-      // next waits a second for it, and the window counts it from its permit, and that is all.)
-      if (saysWhenLeft) this.throttle.callLeft(work.webhookId, work.url, slot, callId).catch(() => {});
+      // Once the request is being written to its connection (a new one connected first), the next
+      // call in the URL's line may follow, and the window counts the call from then. (If saying
+      // so fails, the next waits a second for it, and the window counts it from its permit.)
+      const left = saysWhenLeft ? () => void this.throttle.callLeft(work.webhookId, work.url, slot, callId).catch(() => {}) : undefined;
+      const sending = this.sender.send(
+        work.url,
+        body,
+        {
+          'webhook-id': work.messageId,
+          'webhook-timestamp': String(timestamp),
+          'webhook-signature': signMessage(work.signingKeys, work.messageId, timestamp, body),
+        },
+        left,
+      );
       return { attemptedAt, result: await sending };
     } finally {
       this.urlSlots.release(work.url, Date.now() - placeTakenAt);
