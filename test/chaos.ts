@@ -93,7 +93,9 @@ async function startReceiver() {
       const path = request.url ?? '/';
       const key = `${path} ${JSON.parse(Buffer.concat(chunks).toString()).data[0].id}`;
       received.set(key, (received.get(key) ?? 0) + 1);
-      arrivals.set(path, [...(arrivals.get(path) ?? []), Date.now()]);
+      const times = arrivals.get(path) ?? [];
+      times.push(Date.now());
+      arrivals.set(path, times);
       response.writeHead(200).end();
     });
   });

@@ -363,7 +363,7 @@ export class Throttle {
   }
 
   /**
-   * Says that a call whose permit `saysWhenLeft` has left (its request was handed to its
+   * Says that a call whose permit `saysWhenLeft` has left (its request is being written to its
    * connection): the window counts it from now, and the next in its line may go half a slot from
    * now. Without it, the next waits `LEFT_WAIT_MS` from this call's permit. `callId` is the one
    * the permit was asked with.
