@@ -305,8 +305,12 @@ describe('delivery', () => {
     receiver.answer(gone, { status: 200 });
     receiver.script(broken, { status: 500 });
     receiver.answer(broken, { status: 200 });
-    const redelivered = await gw.graphql(`mutation($id: ID!) { redeliverMessage(id: $id) { status } }`, { id: messageId }, token);
-    expect(redelivered.body.data.redeliverMessage.status).toBe('PENDING');
+    // Over REST here (GraphQL's redeliverMessage is used below): 202 with the message, pending again.
+    const redelivered = await gw.request('POST', `/v2/outgoingWebhooks/${webhook.Id}/messages/${messageId}/redeliver`, { token });
+    expect(redelivered.status).toBe(202);
+    expect(redelivered.body).toMatchObject({ Id: messageId, WebhookId: webhook.Id, Status: 'PENDING' });
+    const elsewhere = await gw.request('POST', `/v2/outgoingWebhooks/${(await setup([`/another-${counter + 1}`])).webhook.Id}/messages/${messageId}/redeliver`, { token });
+    expect(elsewhere.status).toBe(404); // not that webhook's message
     const succeeded = await waitForStatus(messageId, 'SUCCEEDED');
     expect(succeeded.attempts.filter((attempt: any) => attempt.succeeded)).toHaveLength(2);
     expect(receiver.callsTo(gone)).toHaveLength(2);
@@ -342,6 +346,33 @@ describe('delivery', () => {
     expect(response.body).toEqual({ Count: 3 });
     await waitFor(async () => (receiver.callsTo(bad).length === 6 ? true : undefined));
     expect(receiver.callsTo(ok)).toHaveLength(3); // the URL that had succeeded is not called again
+
+    // In GraphQL: one message fails, then two more; only the two made since the later time are sent again.
+    const failedCount = async () => {
+      const failed = await gw.graphql(`query($id: ID!) { messages(webhookId: $id, status: FAILED) { edges { cursor } } }`, { id: webhook.Id }, token);
+      return failed.body.data.messages.edges.length as number;
+    };
+    await waitFor(async () => ((await failedCount()) === 0 ? true : undefined));
+    receiver.answer(bad, { status: 410 });
+    await app.unsafe(`insert into "${table}" (note) values ('earlier')`);
+    await waitFor(async () => ((await failedCount()) === 1 ? true : undefined));
+    const later = new Date().toISOString();
+    await app.unsafe(`insert into "${table}" (note) select 'm' || n from generate_series(1, 2) n`);
+    await waitFor(async () => ((await failedCount()) === 3 ? true : undefined));
+    receiver.answer(bad, { status: 204 });
+    const viaGraphql = await gw.graphql(
+      `mutation($id: ID!, $since: String!) { redeliverFailedMessages(webhookId: $id, since: $since) }`,
+      { id: webhook.Id, since: later },
+      token,
+    );
+    expect(viaGraphql.body).toEqual({ data: { redeliverFailedMessages: 2 } });
+    await waitFor(async () => (receiver.callsTo(bad).length === 6 + 3 + 2 ? true : undefined));
+    await waitFor(async () => {
+      const done = await gw.graphql(`query($id: ID!) { messages(webhookId: $id, status: SUCCEEDED) { edges { cursor } } }`, { id: webhook.Id }, token);
+      return done.body.data.messages.edges.length === 5 ? true : undefined;
+    });
+    expect(await failedCount()).toBe(1); // the earlier one
+    expect(receiver.callsTo(ok)).toHaveLength(6);
 
     for (const bad of ['yesterday', '1', '2026-11-27T09:00:00']) {
       // A time without its zone would be read in the server's: refused like the rest.
