@@ -92,7 +92,7 @@ describe('delivery', () => {
       expect(attempt.durationMs).toEqual(expect.any(Number));
     }
 
-    await new Promise((resolve) => setTimeout(resolve, 300)); // nothing more arrives
+    await new Promise((resolve) => setTimeout(resolve, 1000)); // nothing more arrives (a second handover, a retry)
     expect(receiver.calls.filter((call) => call.path.startsWith(`/multi-${counter}/`))).toHaveLength(2);
     const stats = await gw.request('GET', `/v2/outgoingWebhooks/${webhook.Id}`, { token });
     expect(stats.body).toMatchObject({ Events: 1, Messages: 1, Calls: 2, Errors: 0 });

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { Redis } from 'ioredis';
 import { expect, it } from 'vitest';
-import { createDeliveryQueue, deliveryJobId, holdSweeps, queueDeliveries, requeueStale, type Handover } from '../src/delivery/queue';
+import { addDeliveryJobs, createDeliveryQueue, deliveryJobId, holdSweeps, queueDeliveries, requeueStale, type DeliveryToQueue, type Handover } from '../src/delivery/queue';
 import { StatusPublisher, statusChannel } from '../src/delivery/status';
 import { Throttle } from '../src/delivery/throttle';
 import { createLogger } from '../src/logger';
@@ -67,6 +67,47 @@ async function setUp() {
   };
   return { gw, app, receiver, redis, queue, handover, db: gw.gateway.database.db, webhook, deliveries };
 }
+
+it('delivers a delivery handed over twice once per URL, its job carrying ids only, also when handed over again after its call', () =>
+  harness(async ({ app, receiver, queue, handover, webhook, deliveries }) => {
+    const made = await webhook('/handed-twice', {}); // unthrottled: its jobs are due at once
+    const rows = await deliveries(made, '/handed-twice', 5, { status: 'QUEUED', attempts: 0, queued: true });
+    const [event] = await app<[{ id: string }]>`select id from webhook_gateway.webhook_events where webhook_id = ${made.Id}`;
+    const messageIds = await app<{ message_id: string }[]>`select message_id from webhook_gateway.deliveries where id in ${app(rows.map((row) => row.id))} order by id`;
+    const toQueue: DeliveryToQueue[] = rows.map((row, index) => ({
+      id: Number(row.id),
+      generation: 0,
+      attempts: 0,
+      callThrottling: 100,
+      throttleEpoch: 0,
+      nextAttemptAt: new Date(),
+      messageId: messageIds[index]!.message_id,
+      webhookId: made.Id,
+      eventId: event.id,
+      url: `${receiver.url}/handed-twice`,
+    }));
+    // Twice at once (two dispatchers, or a handover retried after a lost answer), the queue paused
+    // to look at the jobs: one per delivery, with ids and the throttle slot it booked, nothing else.
+    await queue.queue.pause();
+    await Promise.all([addDeliveryJobs(handover, toQueue), addDeliveryJobs(handover, toQueue)]);
+    expect(await queue.queue.count()).toBe(5);
+    const job = await queue.queue.getJob(deliveryJobId(toQueue[0]!.id, 0));
+    expect(Object.keys(job!.data).sort()).toEqual(['deliveryId', 'generation', 'slot']);
+    expect(job!.data).toMatchObject({ deliveryId: toQueue[0]!.id, generation: 0 });
+    await queue.queue.resume();
+    await waitFor(async () => {
+      const done = await app`select 1 from webhook_gateway.deliveries where webhook_id = ${made.Id} and status = 'SUCCEEDED'`;
+      return done.length === 5 ? true : undefined;
+    });
+    // Once more after the calls (the completed jobs are gone from Redis): the worker finds them done.
+    await addDeliveryJobs(handover, toQueue);
+    await waitFor(async () => ((await queue.queue.getJobCounts('waiting', 'active', 'delayed')).active === 0 && (await queue.queue.count()) === 0 ? true : undefined));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const ids = receiver.callsTo('/handed-twice').map((call) => call.headers['webhook-id']);
+    expect(ids.sort()).toEqual(messageIds.map((row) => row.message_id).sort());
+    const [{ attempts }] = await app<[{ attempts: number }]>`select count(*)::int as attempts from webhook_gateway.delivery_attempts where webhook_id = ${made.Id}`;
+    expect(attempts).toBe(5);
+  }));
 
 it('finds deliveries that lost their job (queued, and retries long overdue) behind a throttled backlog longer than a page', () =>
   harness(async ({ app, receiver, queue, handover, db, webhook, deliveries }) => {

@@ -61,6 +61,13 @@ it('holds CallThrottling across two worker processes, in order, without slowing 
     // The other webhook was not held back: all its calls came before the throttled one was a quarter done.
     expect(free).toHaveLength(20);
     expect(Math.max(...free.map((call) => call.at))).toBeLessThan(times.sort((a, b) => a - b)[15]!);
+
+    // Both workers took part (each process counts the deliveries it made).
+    for (const worker of workers) {
+      const metrics = await (await fetch(`${worker.url}/metrics`)).text();
+      const succeeded = Number(/^gateway_deliveries_total\{outcome="succeeded"\} (\d+)/m.exec(metrics)?.[1] ?? 0);
+      expect(succeeded).toBeGreaterThan(0);
+    }
   } finally {
     await Promise.all(workers.map((worker) => worker.stop()));
     await receiver.stop();

@@ -3,6 +3,8 @@ import { once } from 'node:events';
 
 export interface GatewayProcess {
   child: ChildProcess;
+  /** Where it listens (every process serves /health, /ready and /metrics). */
+  url: string;
   output(): string;
   /** SIGTERM, and wait for the exit. */
   stop(): Promise<void>;
@@ -30,6 +32,7 @@ export async function spawnGateway(env: Record<string, string>, options: { cwd?:
   const ended = once(child, 'exit');
   return {
     child,
+    url: /listening on (\S+)/.exec(output)![1]!,
     output: () => output,
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
