@@ -240,14 +240,26 @@ describe('delivery', () => {
     expect(delivered.attempts.map((attempt: any) => [attempt.succeeded, attempt.responseBody])).toEqual([[true, 'ok\uFFFD\uFFFDdone']]);
   });
 
-  it('honours Retry-After on 429', async () => {
+  it('honours Retry-After on 429 (seconds) and 503 (an HTTP date)', async () => {
     const path = `/busy-${counter + 1}`;
     receiver.script(path, { status: 429, headers: { 'retry-after': '2' } });
     const { table } = await setup([path]);
     await app.unsafe(`insert into "${table}" (note) values ('later')`);
     const calls = await waitFor(async () => (receiver.callsTo(path).length >= 2 ? receiver.callsTo(path) : undefined));
-    // The schedule says 200 ms; the receiver asked for 2 s.
+    // The schedule says 200 ms; the receiver asked for 2 s, and got it, not the schedule's next steps either.
     expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(1900);
+    expect(calls[1]!.at - calls[0]!.at).toBeLessThan(3500);
+    await waitForStatus(calls[0]!.headers['webhook-id'] as string, 'SUCCEEDED');
+
+    // An HTTP date, 4 s ahead (to the second: it has no finer resolution): the retry comes then.
+    const unavailable = `/unavailable-${counter + 1}`;
+    const second = await setup([unavailable]);
+    const until = new Date(Math.ceil((Date.now() + 4000) / 1000) * 1000);
+    receiver.script(unavailable, { status: 503, headers: { 'retry-after': until.toUTCString() } });
+    await app.unsafe(`insert into "${second.table}" (note) values ('after maintenance')`);
+    const [, up] = await waitFor(async () => (receiver.callsTo(unavailable).length >= 2 ? receiver.callsTo(unavailable) : undefined));
+    expect(up!.at).toBeGreaterThanOrEqual(until.getTime() - 100);
+    expect(up!.at).toBeLessThan(until.getTime() + 1500);
   });
 
   it('keeps a scheduled retry waiting when its job runs again early', async () => {
