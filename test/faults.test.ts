@@ -1,5 +1,8 @@
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DELIVERY_QUEUE } from '../src/delivery/queue';
 import { startTestGateway } from './support/gateway';
 import { spawnGateway, type GatewayProcess } from './support/process';
 import { Receiver } from './support/receiver';
@@ -71,11 +74,58 @@ describe('faults', () => {
       await watch(api.url, await api.token(), app, 'Crash', '/crash');
       await app`insert into "Crash" select from generate_series(1, 10)`;
       await waitFor(async () => (receiver.callsTo('/crash').length > 0 ? true : undefined));
-      await worker.kill(); // calls in flight, nothing recorded for them
+      const killed = worker;
+      await killed.kill(); // calls in flight (answered 1.5 s after they arrive), nothing recorded for them
+      expect(killed.child.signalCode).toBe('SIGKILL');
+      const [{ recorded }] = await app<[{ recorded: number }]>`select count(*)::int as recorded from webhook_gateway.delivery_attempts`;
+      expect(recorded).toBe(0);
+      const callsBeforeTheKill = receiver.callsTo('/crash').length;
       worker = await spawnGateway({ ...env, DATABASE_URL: api.databaseUrl, ROLES: 'worker' });
       await allSucceeded(app, 10, 60_000);
       expect(receivedIds('/crash').size).toBe(10);
+      // At least once: the calls the kill cut off were made again.
+      expect(receiver.callsTo('/crash').length).toBeGreaterThanOrEqual(10 + callsBeforeTheKill);
     } finally {
+      await worker.stop();
+      await app.end();
+      await api.stop();
+    }
+  });
+
+  it('finishes the calls in flight when the worker is stopped (SIGTERM), records them, and leaves no job behind', { timeout: 60_000 }, async () => {
+    const env = { ALLOW_PRIVATE_TARGETS: 'true', DELIVERY_TIMEOUT_MS: '5000' };
+    const api = await startTestGateway({ ...env, ROLES: 'api,dispatcher' });
+    const app = postgres(api.databaseUrl, { max: 2, onnotice: () => {} });
+    const worker = await spawnGateway({ ...env, DATABASE_URL: api.databaseUrl, ROLES: 'worker' });
+    const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+    try {
+      receiver.answer('/graceful', { status: 200, delayMs: 1500 });
+      await watch(api.url, await api.token(), app, 'Graceful', '/graceful');
+      await app`insert into "Graceful" select from generate_series(1, 3)`;
+      await waitFor(async () => (receiver.callsTo('/graceful').length === 3 ? true : undefined));
+      const stoppedAt = Date.now();
+      await worker.stop();
+      expect(worker.child.exitCode).toBe(0);
+      expect(Date.now() - stoppedAt).toBeGreaterThan(1000); // it waited for the answers
+      // Recorded before the process exited: one successful attempt each.
+      const states = await app`select status, attempts from webhook_gateway.deliveries`;
+      expect(states).toEqual(Array.from({ length: 3 }, () => ({ status: 'SUCCEEDED', attempts: 1 })));
+      const [{ succeeded }] = await app<[{ succeeded: number }]>`select count(*)::int as succeeded from webhook_gateway.delivery_attempts where succeeded`;
+      expect(succeeded).toBe(3);
+      // Nothing left in Redis to be called again by the next worker.
+      const [{ id }] = await app<[{ id: string }]>`select id from webhook_gateway.installation`;
+      const queue = new Queue(DELIVERY_QUEUE, { connection: redis, prefix: `webhook-gateway:${id}` });
+      expect(await queue.getJobCounts('active', 'waiting', 'delayed', 'prioritized', 'paused')).toEqual({
+        active: 0,
+        waiting: 0,
+        delayed: 0,
+        prioritized: 0,
+        paused: 0,
+      });
+      await queue.close();
+      expect(receiver.callsTo('/graceful')).toHaveLength(3);
+    } finally {
+      redis.disconnect();
       await worker.stop();
       await app.end();
       await api.stop();
