@@ -22,6 +22,7 @@ const routes: Record<string, (request: IncomingMessage, response: ServerResponse
     write();
   },
   '/hang': () => {},
+  '/pooled': (request, response) => response.writeHead(200).end(String(request.socket.remotePort)),
 };
 
 beforeAll(async () => {
@@ -49,6 +50,21 @@ describe('sending a call', () => {
     await sender.close();
     expect(result).toMatchObject({ ok: false, httpStatus: 302, error: 'the receiver answered 302' });
     expect(received.get('/target')).toBeUndefined();
+  });
+
+  it('keeps its connections open for the next calls (a pool, not a connection per call)', async () => {
+    const sender = newSender();
+    const portOf = async () => (await sender.send(`${base}/pooled`, '{}', {})).responseBody!;
+    const one = [await portOf(), await portOf(), await portOf()];
+    const four = await Promise.all(Array.from({ length: 4 }, portOf));
+    const fourMore = await Promise.all(Array.from({ length: 4 }, portOf));
+    await sender.close();
+    // One after another: at most two connections (undici may not have its first back yet when the
+    // second call goes). Four at once open more, and the next four find them open.
+    expect(new Set(one).size).toBeLessThanOrEqual(2);
+    const seen = new Set([...one, ...four]);
+    expect(fourMore.every((port) => seen.has(port))).toBe(true);
+    expect(new Set([...one, ...four, ...fourMore]).size).toBeLessThanOrEqual(6);
   });
 
   it('says when the request left: once it is written, before any answer; once, at the end, if it never went', async () => {
