@@ -230,6 +230,21 @@ describe('delivery', () => {
     expect(receiver.callsTo(path)).toHaveLength(0);
   });
 
+  it('logs the first 4 KB of a long answer', async () => {
+    const path = `/talkative-${counter + 1}`;
+    receiver.script(path, { status: 500, body: 'é'.repeat(3000) + 'x'.repeat(10_000) }); // 6,000 bytes of two-byte characters first
+    const { table } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) values ('long answer')`);
+    const calls = await waitFor(async () => (receiver.callsTo(path).length >= 2 ? receiver.callsTo(path) : undefined));
+    const { attempts } = await waitFor(async () => {
+      const found = await message(calls[0]!.headers['webhook-id'] as string);
+      return found.attempts.length >= 2 ? found : undefined;
+    });
+    // 4,096 bytes are 2,048 of the two-byte characters.
+    expect(attempts[0].responseBody).toBe('é'.repeat(2048));
+    expect(attempts[0].httpStatus).toBe(500);
+  });
+
   it('logs an answer whose body holds NUL bytes, which Postgres text cannot store', async () => {
     const path = `/binary-${counter + 1}`;
     receiver.script(path, { status: 200, body: 'ok\u0000\u0000done' });
@@ -596,6 +611,28 @@ describe('retention', () => {
     expect((await message(recent)).attempts).toHaveLength(1);
     // An old message attempted within the retention (a late retry, a redelivery) keeps its attempts as long.
     expect((await message(attemptedLately)).attempts).toHaveLength(1);
+  });
+
+  it('is cleaned up by a dispatcher as LOG_RETENTION_DAYS says, from its start on', async () => {
+    const path = `/retention-days-${counter + 1}`;
+    const { table } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) select 'd' || n from generate_series(1, 2) n`);
+    const [aged, fresh] = await waitFor(async () => {
+      const calls = receiver.callsTo(path);
+      return calls.length === 2 ? calls.map((call) => call.headers['webhook-id'] as string) : undefined;
+    });
+    await Promise.all([aged, fresh].map((id) => waitForStatus(id!, 'SUCCEEDED')));
+    await app`update webhook_gateway.messages set created_at = now() - interval '2 days' where id = ${aged!}`;
+    await app`update webhook_gateway.delivery_attempts set attempted_at = now() - interval '2 days' where message_id = ${aged!}`;
+    // A second dispatcher on the same database, keeping a day: its first round cleans up.
+    const dispatcher = await startTestGateway({ ROLES: 'dispatcher', LOG_RETENTION_DAYS: '1', ALLOW_PRIVATE_TARGETS: 'true' }, gw.databaseUrl);
+    try {
+      await waitFor(async () => ((await app`select 1 from webhook_gateway.messages where id = ${aged!}`).length === 0 ? true : undefined));
+      expect(await app`select 1 from webhook_gateway.delivery_attempts where message_id = ${aged!}`).toHaveLength(0);
+      expect((await message(fresh!)).attempts).toHaveLength(1);
+    } finally {
+      await dispatcher.stop();
+    }
   });
 
   it('keeps an old message redelivered while the clean-up runs', async () => {
