@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DELIVERY_QUEUE } from '../src/delivery/queue';
-import { startTestGateway } from './support/gateway';
+import { createTestDatabase, startTestGateway } from './support/gateway';
 import { spawnGateway, type GatewayProcess } from './support/process';
 import { Receiver } from './support/receiver';
 import { freePort, PrivatePostgres, PrivateRedis } from './support/services';
@@ -146,6 +146,45 @@ describe('faults', () => {
       await app.end();
       await gw.stop();
       await redis.kill();
+    }
+  });
+
+  it('keeps what is made while Redis is down in Postgres, through a restart of the gateway, and hands it over once when Redis is back with its data', { timeout: 90_000 }, async () => {
+    const redis = new PrivateRedis(await freePort());
+    await redis.start();
+    const env = { ALLOW_PRIVATE_TARGETS: 'true', REDIS_URL: redis.url };
+    const database = await createTestDatabase(); // outlives the first gateway
+    let gw = await startTestGateway(env, database.url);
+    const app = postgres(database.url, { max: 2, onnotice: () => {} });
+    try {
+      await watch(gw.url, await gw.token(), app, 'Paused', '/paused');
+      await app`insert into "Paused" select from generate_series(1, 3)`;
+      await allSucceeded(app, 3, 30_000);
+      await redis.shutDownSaving();
+      await app`insert into "Paused" select from generate_series(1, 3)`;
+      // The messages are made, their deliveries wait in Postgres, not handed over.
+      await waitFor(async () => {
+        const [row] = await app<[{ n: number }]>`select count(*)::int as n from webhook_gateway.deliveries where not queued`;
+        return row.n === 3 ? true : undefined;
+      });
+      // The gateway restarts meanwhile: nothing was waiting in its memory.
+      await gw.stop();
+      gw = await startTestGateway(env, database.url);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(receiver.callsTo('/paused')).toHaveLength(3);
+      await redis.start(); // with its data: the queue is not rebuilt, the waiting deliveries are handed over
+      const [{ id }] = await app<[{ id: string }]>`select id from webhook_gateway.installation`;
+      const check = new Redis(redis.url);
+      expect(await check.exists(`webhook-gateway:${id}:${DELIVERY_QUEUE}:gateway-epoch`)).toBe(1); // it kept its data
+      check.disconnect();
+      await allSucceeded(app, 6, 60_000);
+      expect(receivedIds('/paused').size).toBe(6);
+      expect(receiver.callsTo('/paused')).toHaveLength(6); // each once
+    } finally {
+      await app.end();
+      await gw.stop();
+      await redis.kill();
+      await database.drop();
     }
   });
 

@@ -14,9 +14,13 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** A Redis server of the test's own (no persistence), to stop and restart without disturbing other tests. */
+/**
+ * A Redis server of the test's own, to stop and restart without disturbing other tests. It keeps
+ * no data over a restart, except what `shutDownSaving` saves to its directory.
+ */
 export class PrivateRedis {
   private child: ChildProcess | undefined;
+  private dir: string | undefined;
   constructor(readonly port: number) {}
 
   get url() {
@@ -24,9 +28,9 @@ export class PrivateRedis {
   }
 
   async start(): Promise<void> {
-    this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-      stdio: 'ignore',
-    });
+    this.dir ??= mkdtempSync(join(tmpdir(), 'gw-redis-'));
+    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir];
+    this.child = spawn('redis-server', args, { stdio: 'ignore' });
     await waitFor(async () => {
       const ping = spawnSync('redis-cli', ['-p', String(this.port), 'ping'], { encoding: 'utf8' });
       return ping.stdout.trim() === 'PONG' ? true : undefined;
@@ -35,9 +39,20 @@ export class PrivateRedis {
 
   /** SIGKILL: Redis dies with all its data. */
   async kill(): Promise<void> {
+    if (this.child && this.child.exitCode === null) {
+      const exited = once(this.child, 'exit');
+      this.child.kill('SIGKILL');
+      await exited;
+    }
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+    this.dir = undefined;
+  }
+
+  /** Stops Redis after saving its data, which the next start loads (a restart that keeps the queue). */
+  async shutDownSaving(): Promise<void> {
     if (!this.child || this.child.exitCode !== null) return;
     const exited = once(this.child, 'exit');
-    this.child.kill('SIGKILL');
+    spawnSync('redis-cli', ['-p', String(this.port), 'shutdown', 'save']);
     await exited;
   }
 }
