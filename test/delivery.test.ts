@@ -263,7 +263,7 @@ describe('delivery', () => {
     const calls = await waitFor(async () => (receiver.callsTo(path).length >= 2 ? receiver.callsTo(path) : undefined));
     // The schedule says 200 ms; the receiver asked for 2 s, and got it, not the schedule's next steps either.
     expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(1900);
-    expect(calls[1]!.at - calls[0]!.at).toBeLessThan(3500);
+    expect(calls[1]!.at - calls[0]!.at).toBeLessThan(5000);
     await waitForStatus(calls[0]!.headers['webhook-id'] as string, 'SUCCEEDED');
 
     // An HTTP date, 4 s ahead (to the second: it has no finer resolution): the retry comes then.
@@ -274,7 +274,7 @@ describe('delivery', () => {
     await app.unsafe(`insert into "${second.table}" (note) values ('after maintenance')`);
     const [, up] = await waitFor(async () => (receiver.callsTo(unavailable).length >= 2 ? receiver.callsTo(unavailable) : undefined));
     expect(up!.at).toBeGreaterThanOrEqual(until.getTime() - 100);
-    expect(up!.at).toBeLessThan(until.getTime() + 1500);
+    expect(up!.at).toBeLessThan(until.getTime() + 3000);
   });
 
   it('keeps a scheduled retry waiting when its job runs again early', async () => {

@@ -103,10 +103,8 @@ describe('faults', () => {
       await watch(api.url, await api.token(), app, 'Graceful', '/graceful');
       await app`insert into "Graceful" select from generate_series(1, 3)`;
       await waitFor(async () => (receiver.callsTo('/graceful').length === 3 ? true : undefined));
-      const stoppedAt = Date.now();
-      await worker.stop();
+      await worker.stop(); // while the receiver holds all three answers back
       expect(worker.child.exitCode).toBe(0);
-      expect(Date.now() - stoppedAt).toBeGreaterThan(1000); // it waited for the answers
       // Recorded before the process exited: one successful attempt each.
       const states = await app`select status, attempts from webhook_gateway.deliveries`;
       expect(states).toEqual(Array.from({ length: 3 }, () => ({ status: 'SUCCEEDED', attempts: 1 })));
