@@ -101,7 +101,10 @@ it('delivers a delivery handed over twice once, its job carrying its ids and slo
     });
     // Once more after the calls (the completed jobs are gone from Redis): the worker finds them done.
     await addDeliveryJobs(handover, toQueue);
-    await waitFor(async () => ((await queue.queue.count()) + (await queue.queue.getActiveCount()) === 0 ? true : undefined));
+    await waitFor(async () => {
+      const counts = await queue.queue.getJobCounts('wait', 'delayed', 'prioritized', 'active');
+      return Object.values(counts).every((count) => count === 0) ? true : undefined;
+    });
     await new Promise((resolve) => setTimeout(resolve, 500));
     const ids = receiver.callsTo('/handed-twice').map((call) => call.headers['webhook-id']);
     expect(ids.sort()).toEqual(messageIds.map((row) => row.message_id).sort());
