@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Sender } from '../src/delivery/sender';
+import { Sender, type Resolve } from '../src/delivery/sender';
 
 /** A receiver whose answer each path scripts; it counts the requests each path got. */
 let server: Server;
@@ -71,6 +71,28 @@ describe('sending a call', () => {
     const seen = new Set([...one, ...four]);
     expect(fourMore.every((port) => seen.has(port))).toBe(true);
     expect(seen.size).toBeLessThanOrEqual(5);
+  });
+
+  it('checks the address each connection is made to, so a name that rebinds to this machine gets nowhere', async () => {
+    // A rebinding DNS: a public address first (as when the URL was saved and checked), then this machine.
+    let lookups = 0;
+    const rebinding: Resolve = (_hostname, _options, callback) => {
+      lookups++;
+      callback(null, [{ address: lookups === 1 ? '1.1.1.1' : '127.0.0.1', family: 4 }]);
+    };
+    const url = `http://rebinding.example:${new URL(base).port}/target`;
+    const calledBefore = received.get('/target') ?? 0;
+    const results = [];
+    for (let call = 0; call < 2; call++) {
+      // A sender each, so that the second call needs a connection (and a lookup) of its own.
+      const sender = new Sender({ timeoutMs: 500, allowPrivateTargets: false, userAgent: 'test', resolve: rebinding });
+      results.push(await sender.send(url, '{}', {}));
+      await sender.close();
+    }
+    expect(lookups).toBe(2); // one per connection: none done apart to check, then another to connect
+    expect(results[0]!.ok).toBe(false); // 1.1.1.1 at the receiver's port does not answer from here
+    expect(results[1]).toMatchObject({ ok: false, error: expect.stringMatching(/rebinding.example resolves to a forbidden \(loopback, private or reserved\) address/) });
+    expect(received.get('/target') ?? 0).toBe(calledBefore);
   });
 
   it('says when the request left: once it is written, before any answer; once, at the end, if it never went', async () => {

@@ -21,13 +21,19 @@ export interface SendResult {
 }
 
 type LookupCallback = (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
+/** Resolves a host name to all its addresses, as `dns.lookup` with `all: true`. */
+export type Resolve = (
+  hostname: string,
+  options: LookupOptions & { all: true },
+  callback: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void,
+) => void;
 
 /**
  * A DNS lookup that refuses loopback, private and reserved addresses: the check runs on the
  * address actually connected to, so a name that changes its answer (DNS rebinding) gets nowhere.
  */
-function guardedLookup(hostname: string, options: LookupOptions, callback: LookupCallback): void {
-  lookup(hostname, { ...options, all: true }, (error, addresses) => {
+const guardedLookup = (resolve: Resolve) => (hostname: string, options: LookupOptions, callback: LookupCallback): void => {
+  resolve(hostname, { ...options, all: true }, (error, addresses) => {
     if (error) return callback(error, []);
     const allowed = addresses.filter((entry) => !isForbiddenAddress(entry.address));
     if (allowed.length === 0) {
@@ -39,7 +45,7 @@ function guardedLookup(hostname: string, options: LookupOptions, callback: Looku
     if (options.all) return callback(null, allowed);
     callback(null, allowed[0]!.address, allowed[0]!.family);
   });
-}
+};
 
 /** Where a URL's calls go, parsed once: undici's dispatch takes an origin and a path. */
 interface Target {
@@ -70,7 +76,13 @@ export class Sender {
   private readonly targets = new Map<string, Target>();
 
   constructor(
-    private readonly options: { timeoutMs: number; allowPrivateTargets: boolean; userAgent: string },
+    private readonly options: {
+      timeoutMs: number;
+      allowPrivateTargets: boolean;
+      userAgent: string;
+      /** How host names are resolved: `dns.lookup` unless given (a test answers as a rebinding DNS would). */
+      resolve?: Resolve;
+    },
   ) {
     this.agent = new Agent({
       // No cap of its own on connections per origin: the worker bounds the calls in flight, per
@@ -79,7 +91,7 @@ export class Sender {
       connections: null,
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
-      connect: options.allowPrivateTargets ? {} : { lookup: guardedLookup as never },
+      connect: options.allowPrivateTargets ? {} : { lookup: guardedLookup(options.resolve ?? (lookup as Resolve)) as never },
     });
   }
 
