@@ -488,6 +488,60 @@ describe('delivery', () => {
     }
   });
 
+  it('deletes a webhook while an attempt of its is being recorded, without a deadlock', async () => {
+    const path = `/recorded-while-deleted-${counter + 1}`;
+    receiver.script(path, { status: 200, delayMs: 3000 });
+    const { table, webhook } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) values ('in flight')`);
+    const [call] = await waitFor(async () => (receiver.callsTo(path).length === 1 ? receiver.callsTo(path) : undefined));
+    const messageId = call!.headers['webhook-id'] as string;
+    // As the attempt recorder does in one statement: the delivery's new state first, then the
+    // attempt, whose foreign key locks its message. Here with a pause between them.
+    const recorder = await app.reserve();
+    try {
+      await recorder`begin`;
+      await recorder`set local lock_timeout = '500ms'`; // a deadlock would take deadlock_timeout (1 s) to be found
+      await recorder`update webhook_gateway.deliveries set updated_at = now() where message_id = ${messageId}`;
+      const deleting = gw.request('DELETE', `/v2/outgoingWebhooks/${webhook.Id}`, { token });
+      await blockedOnLock(); // the delete waits for the delivery's row
+      await recorder`insert into webhook_gateway.delivery_attempts (message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded, duration_ms)
+        select id, webhook_id, event_id, 'x', 1, now(), true, 1 from webhook_gateway.messages where id = ${messageId}`;
+      await recorder`commit`;
+      expect((await deleting).status).toBe(204);
+    } finally {
+      await recorder`rollback`.catch(() => {});
+      recorder.release();
+    }
+    expect(await app`select 1 from webhook_gateway.messages where id = ${messageId}`).toHaveLength(0);
+  });
+
+  it('takes a URL off a webhook while an attempt of its is being recorded, without a deadlock', async () => {
+    const path = `/recorded-while-moved-${counter + 1}`;
+    receiver.script(path, { status: 200, delayMs: 3000 });
+    const { table, webhook } = await setup([path]);
+    await app.unsafe(`insert into "${table}" (note) values ('in flight')`);
+    const [call] = await waitFor(async () => (receiver.callsTo(path).length === 1 ? receiver.callsTo(path) : undefined));
+    const messageId = call!.headers['webhook-id'] as string;
+    const recorder = await app.reserve();
+    try {
+      await recorder`begin`;
+      await recorder`set local lock_timeout = '500ms'`;
+      await recorder`update webhook_gateway.deliveries set updated_at = now() where message_id = ${messageId}`;
+      const moving = gw.request('PUT', `/v2/outgoingWebhooks/${webhook.Id}`, { token, body: { OutgoingUrls: [`${receiver.url}${path}-elsewhere`] } });
+      await blockedOnLock();
+      // The first count of a new hour: its foreign key locks the webhook's row.
+      await recorder`insert into webhook_gateway.delivery_counts (webhook_id, event_id, hour, calls)
+        select webhook_id, event_id, date_trunc('hour', now()) + interval '5 hours', 1 from webhook_gateway.messages where id = ${messageId}`;
+      await recorder`commit`;
+      expect((await moving).status).toBe(200);
+    } finally {
+      await recorder`rollback`.catch(() => {});
+      recorder.release();
+    }
+    const [delivery] = await app`select status from webhook_gateway.deliveries where message_id = ${messageId}`;
+    expect(delivery!.status).toBe('CANCELLED');
+  });
+
   it('cancels pending deliveries when the webhook is deleted', async () => {
     const path = `/slow-${counter + 1}`;
     const { table, webhook } = await setup([path], { CallThrottling: 2 });

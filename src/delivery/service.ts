@@ -96,11 +96,12 @@ export async function rebookWaitingDeliveries(db: Db, webhookId: string): Promis
  * rebooked the caller's delivery too. Returns whether it moved.
  */
 export async function catchUpThrottleEpoch(db: Db, webhookId: string, seenEpoch: number, redisEpoch: number): Promise<boolean> {
-  // The attempt recorder locks deliveries, then (its counts' foreign key) the webhook's row: the
-  // order opposite to this one's.
+  // The deliveries to rebook before the webhook's row, as the attempt recorder takes them (see
+  // lockUnfinishedDeliveries); should it meet it still, the loser tries again.
   return retryOnDeadlock(() =>
     db.transaction(async (tx) => {
       await holdSweeps(tx);
+      await lockUnfinishedDeliveries(tx, webhookId);
       const [row] = await tx.select({ epoch: webhooks.throttleEpoch }).from(webhooks).where(eq(webhooks.id, webhookId)).for('update');
       if (!row || row.epoch !== seenEpoch || row.epoch >= redisEpoch) return false;
       await tx.update(webhooks).set({ throttleEpoch: redisEpoch + 1 }).where(eq(webhooks.id, webhookId));
@@ -223,6 +224,22 @@ export async function unfinishedDeliveries(db: Db, webhookId: string, where?: SQ
     .where(and(eq(deliveries.webhookId, webhookId), inArray(deliveries.status, UNFINISHED_STATUSES), where))
     .orderBy(asc(deliveries.id))
     .limit(MAX_CANCELLED_NOTICES);
+}
+
+/**
+ * Locks the webhook's deliveries whose attempts may be being recorded, in id order. The attempt
+ * recorder changes a delivery, then (its attempt's and count's foreign keys) locks the message
+ * and webhook: a transaction that deletes the webhook's messages or locks its row, and then
+ * changes its deliveries, takes them in the opposite order and deadlocks with it. Taking the
+ * deliveries first waits for the records being written instead.
+ */
+export async function lockUnfinishedDeliveries(db: Db, webhookId: string): Promise<void> {
+  await db
+    .select({ id: deliveries.id })
+    .from(deliveries)
+    .where(and(eq(deliveries.webhookId, webhookId), inArray(deliveries.status, UNFINISHED_STATUSES)))
+    .orderBy(asc(deliveries.id))
+    .for('update');
 }
 
 /**

@@ -4,7 +4,7 @@ import { displayName, hasPermission, requirePermission } from '../auth/principal
 import { syncCaptureTriggers } from '../capture/triggers';
 import type { ServiceContext } from '../context';
 import { holdSweeps } from '../delivery/queue';
-import { cancelDeliveriesToRemovedUrls, rebookWaitingDeliveries, unfinishedDeliveries } from '../delivery/service';
+import { cancelDeliveriesToRemovedUrls, lockUnfinishedDeliveries, rebookWaitingDeliveries, unfinishedDeliveries } from '../delivery/service';
 import { statusEvent } from '../delivery/status';
 import type { Db } from '../db/database';
 import { retryOnDeadlock, violatedUniqueConstraint } from '../db/errors';
@@ -214,8 +214,8 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
   const outgoingUrls = fields.outgoingUrls && (await checkOutgoingUrls(ctx, fields.outgoingUrls));
   const limitInForce = (callThrottling: number) => Math.min(callThrottling, ctx.config.callThrottlingMax);
   try {
-    // Rebooking the waiting deliveries can meet the attempt recorder, which locks deliveries and
-    // then (adding to a new hour's count) the webhook's row: the order opposite to this one.
+    // Rebooking or cancelling the waiting deliveries locks them before the webhook's row (see
+    // lockUnfinishedDeliveries); should the attempt recorder meet it still, the loser tries again.
     const { webhook, cancelled } = await retryOnDeadlock(() =>
       ctx.db.transaction(async (tx) => {
         // A change of the limit rebooks the waiting deliveries; the sweep's lock goes first.
@@ -228,10 +228,13 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
         if (!current) throw notFound('Webhook', id);
         const throttlingChanged =
           fields.callThrottling !== undefined && limitInForce(fields.callThrottling) !== limitInForce(current.callThrottling);
-        // A stronger lock: it waits for the dispatcher batches that read the webhook's limit and
-        // URLs (see activeEventsFor), so that their deliveries to a URL taken off are cancelled
-        // below, and later batches read the new URLs.
-        if (throttlingChanged || outgoingUrls) await tx.select({ id: webhooks.id }).from(webhooks).where(eq(webhooks.id, id)).for('update');
+        if (throttlingChanged || outgoingUrls) {
+          await lockUnfinishedDeliveries(tx, id);
+          // A stronger lock: it waits for the dispatcher batches that read the webhook's limit and
+          // URLs (see activeEventsFor), so that their deliveries to a URL taken off are cancelled
+          // below, and later batches read the new URLs.
+          await tx.select({ id: webhooks.id }).from(webhooks).where(eq(webhooks.id, id)).for('update');
+        }
         await tx
           .update(webhooks)
           .set({
@@ -272,10 +275,12 @@ export async function updateWebhook(ctx: ServiceContext, id: string, input: unkn
 export async function deleteWebhook(ctx: ServiceContext, id: string): Promise<void> {
   requirePermission(ctx.principal, 'webhooks:write');
   checkLookupKey('Webhook', id);
-  // The delete's cascade can meet the attempt recorder, which holds deliveries and messages and
-  // then wants the webhook's row (its foreign keys): as in updateWebhook, the loser tries again.
+  // The delete's cascade deletes the webhook's messages, then their deliveries: the deliveries
+  // the attempt recorder may be changing are locked first (see lockUnfinishedDeliveries). A
+  // delivery made after that and recorded before the delete can still meet it: the loser tries again.
   const cancelled = await retryOnDeadlock(() =>
     ctx.db.transaction(async (tx) => {
+      await lockUnfinishedDeliveries(tx, id);
       const unfinished = await unfinishedDeliveries(tx, id);
       const deleted = await tx.delete(webhooks).where(eq(webhooks.id, id)).returning({ id: webhooks.id });
       if (deleted.length === 0) throw notFound('Webhook', id);
