@@ -488,20 +488,32 @@ describe('delivery', () => {
     }
   });
 
-  it('deletes a webhook while an attempt of its is being recorded, without a deadlock', async () => {
-    const path = `/recorded-while-deleted-${counter + 1}`;
+  /**
+   * A webhook with a call in flight, and a transaction that holds its delivery as the attempt
+   * recorder does while it records the call: the delivery's new state first, then (the attempt's
+   * or the count's foreign key) a lock on its message or webhook, here taken by the test.
+   */
+  async function recordingInFlight(label: string) {
+    const path = `/${label}-${counter + 1}`;
     receiver.script(path, { status: 200, delayMs: 3000 });
     const { table, webhook } = await setup([path]);
     await app.unsafe(`insert into "${table}" (note) values ('in flight')`);
     const [call] = await waitFor(async () => (receiver.callsTo(path).length === 1 ? receiver.callsTo(path) : undefined));
     const messageId = call!.headers['webhook-id'] as string;
-    // As the attempt recorder does in one statement: the delivery's new state first, then the
-    // attempt, whose foreign key locks its message. Here with a pause between them.
     const recorder = await app.reserve();
+    await recorder`begin`;
+    await recorder`set local lock_timeout = '500ms'`; // a deadlock would take deadlock_timeout (1 s) to be found
+    await recorder`update webhook_gateway.deliveries set updated_at = now() where message_id = ${messageId}`;
+    const end = async () => {
+      await recorder`rollback`.catch(() => {});
+      recorder.release();
+    };
+    return { path, webhook, messageId, recorder, end };
+  }
+
+  it('deletes a webhook while an attempt of its is being recorded, without a deadlock', async () => {
+    const { webhook, messageId, recorder, end } = await recordingInFlight('recorded-while-deleted');
     try {
-      await recorder`begin`;
-      await recorder`set local lock_timeout = '500ms'`; // a deadlock would take deadlock_timeout (1 s) to be found
-      await recorder`update webhook_gateway.deliveries set updated_at = now() where message_id = ${messageId}`;
       const deleting = gw.request('DELETE', `/v2/outgoingWebhooks/${webhook.Id}`, { token });
       await blockedOnLock(); // the delete waits for the delivery's row
       await recorder`insert into webhook_gateway.delivery_attempts (message_id, webhook_id, event_id, url, attempt, attempted_at, succeeded, duration_ms)
@@ -509,24 +521,14 @@ describe('delivery', () => {
       await recorder`commit`;
       expect((await deleting).status).toBe(204);
     } finally {
-      await recorder`rollback`.catch(() => {});
-      recorder.release();
+      await end();
     }
     expect(await app`select 1 from webhook_gateway.messages where id = ${messageId}`).toHaveLength(0);
   });
 
   it('takes a URL off a webhook while an attempt of its is being recorded, without a deadlock', async () => {
-    const path = `/recorded-while-moved-${counter + 1}`;
-    receiver.script(path, { status: 200, delayMs: 3000 });
-    const { table, webhook } = await setup([path]);
-    await app.unsafe(`insert into "${table}" (note) values ('in flight')`);
-    const [call] = await waitFor(async () => (receiver.callsTo(path).length === 1 ? receiver.callsTo(path) : undefined));
-    const messageId = call!.headers['webhook-id'] as string;
-    const recorder = await app.reserve();
+    const { path, webhook, messageId, recorder, end } = await recordingInFlight('recorded-while-moved');
     try {
-      await recorder`begin`;
-      await recorder`set local lock_timeout = '500ms'`;
-      await recorder`update webhook_gateway.deliveries set updated_at = now() where message_id = ${messageId}`;
       const moving = gw.request('PUT', `/v2/outgoingWebhooks/${webhook.Id}`, { token, body: { OutgoingUrls: [`${receiver.url}${path}-elsewhere`] } });
       await blockedOnLock();
       // The first count of a new hour: its foreign key locks the webhook's row.
@@ -535,8 +537,7 @@ describe('delivery', () => {
       await recorder`commit`;
       expect((await moving).status).toBe(200);
     } finally {
-      await recorder`rollback`.catch(() => {});
-      recorder.release();
+      await end();
     }
     const [delivery] = await app`select status from webhook_gateway.deliveries where message_id = ${messageId}`;
     expect(delivery!.status).toBe('CANCELLED');
