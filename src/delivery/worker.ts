@@ -263,23 +263,23 @@ export class DeliveryWorker {
         // change of CallThrottling rebooks the waiting deliveries itself).
         return this.bookAgain(job, token, data, work, permit.waitMs);
       }
+      // Said once the call has left, or once no call goes: the next call in the URL's line may
+      // follow, and the window counts the call from then. (If saying so fails, the next waits a
+      // second for it, and the window counts it from its permit.)
+      const sayLeft = saysWhenLeft ? () => void this.throttle.callLeft(work.webhookId, work.url, slot, callId).catch(() => {}) : undefined;
       if (Date.now() - loadedAt > RECHECK_AFTER_WAIT_MS) {
         let due = false;
         try {
           due = await stillDue(this.options.db, work.deliveryId, data.generation);
         } finally {
-          // No call goes (gone, or the check failed): the next in the URL's line need not wait for it.
-          if (!due && saysWhenLeft) this.throttle.callLeft(work.webhookId, work.url, slot, callId).catch(() => {});
+          if (!due) sayLeft?.(); // gone, or the check failed
         }
         if (!due) return undefined;
       }
       this.options.status.publish([statusEvent(work, 'SENDING', work.attempts + 1)]);
       const attemptedAt = new Date();
       const timestamp = Math.floor(attemptedAt.getTime() / 1000);
-      // Once the request is being written to its connection (a new one connected first), the next
-      // call in the URL's line may follow, and the window counts the call from then. (If saying
-      // so fails, the next waits a second for it, and the window counts it from its permit.)
-      const left = saysWhenLeft ? () => void this.throttle.callLeft(work.webhookId, work.url, slot, callId).catch(() => {}) : undefined;
+      // It has left once the request is being written to its connection (a new one connected first).
       const sending = this.sender.send(
         work.url,
         body,
@@ -288,7 +288,7 @@ export class DeliveryWorker {
           'webhook-timestamp': String(timestamp),
           'webhook-signature': signMessage(work.signingKeys, work.messageId, timestamp, body),
         },
-        left,
+        sayLeft,
       );
       return { attemptedAt, result: await sending };
     } finally {
