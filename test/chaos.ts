@@ -7,15 +7,12 @@
 // checks: every committed row reached every URL of its webhook, no rolled-back row reached any,
 // every delivery SUCCEEDED, every success has its attempt recorded, and the throttled webhook
 // never had more calls in a second than its CallThrottling. Exit code 0 only if all hold.
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, chownSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import postgres from 'postgres';
 import { startTestGateway } from './support/gateway';
 import { spawnGateway, type GatewayProcess } from './support/process';
 import { maxInWindow } from './support/receiver';
+import { PrivatePostgres, PrivateRedis } from './support/services';
 import { createWatchedWebhook } from './support/watched';
 
 const SECONDS = Number(process.env.CHAOS_SECONDS ?? 120);
@@ -26,60 +23,6 @@ const FAULTS = ['kill worker w1', 'kill dispatcher d1', 'redis', 'kill worker w2
 const SLOW_LIMIT = 20;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const log = (...parts: unknown[]) => console.log(new Date().toISOString().slice(11, 23), ...parts);
-
-/** Postgres' server binaries: on PATH, or Debian's versioned directory. */
-function pgBin(name: string): string {
-  for (const dir of (process.env.PATH ?? '').split(':')) if (existsSync(join(dir, name))) return join(dir, name);
-  const debian = '/usr/lib/postgresql';
-  const version = existsSync(debian) ? readdirSync(debian).sort().at(-1) : undefined;
-  if (version) return join(debian, version, 'bin', name);
-  throw new Error(`${name} not found`);
-}
-
-/** Postgres refuses to run as root: as root, its commands run as the `postgres` user. */
-function runPg(name: string, args: string[]): void {
-  const asRoot = process.getuid?.() === 0;
-  execFileSync(asRoot ? 'runuser' : pgBin(name), asRoot ? ['-u', 'postgres', '--', pgBin(name), ...args] : args, { stdio: 'pipe' });
-}
-
-class Servers {
-  private readonly pgDir = mkdtempSync(join(tmpdir(), 'gateway-chaos-pg-'));
-  private redisPid = 0;
-  readonly databaseUrl = `postgres://postgres@127.0.0.1:${PG_PORT}/postgres`;
-  readonly redisUrl = `redis://127.0.0.1:${REDIS_PORT}`;
-
-  init(): void {
-    if (process.getuid?.() === 0) chownSync(this.pgDir, Number(execFileSync('id', ['-u', 'postgres']).toString()), 0);
-    runPg('initdb', ['-D', this.pgDir, '-U', 'postgres', '--auth=trust']);
-  }
-  startPostgres(): void {
-    runPg('pg_ctl', ['-D', this.pgDir, '-o', `-p ${PG_PORT} -c listen_addresses=127.0.0.1 -c max_connections=300`, '-l', join(this.pgDir, 'log'), '-w', 'start']);
-  }
-  crashPostgres(): void {
-    runPg('pg_ctl', ['-D', this.pgDir, '-m', 'immediate', '-w', 'stop']);
-  }
-  startRedis(): void {
-    const child = spawn('redis-server', ['--port', String(REDIS_PORT), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore', detached: true });
-    this.redisPid = child.pid!;
-    child.unref();
-  }
-  crashRedis(): void {
-    process.kill(this.redisPid, 'SIGKILL');
-  }
-  cleanUp(): void {
-    try {
-      this.crashRedis();
-    } catch {
-      // already gone
-    }
-    try {
-      this.crashPostgres();
-    } catch {
-      // already stopped
-    }
-    rmSync(this.pgDir, { recursive: true, force: true });
-  }
-}
 
 /** Answers 500 to one call in ten, 200 to the rest; counts the successful calls per URL path and row, and when they came. */
 async function startReceiver() {
@@ -105,22 +48,23 @@ async function startReceiver() {
 }
 
 async function main(): Promise<boolean> {
-  const servers = new Servers();
-  servers.init();
-  servers.startPostgres();
-  servers.startRedis();
-  await sleep(300);
+  // Two dispatchers, two workers and the API, and the connections killed processes leave behind.
+  const pg = new PrivatePostgres(PG_PORT, 300);
+  const redis = new PrivateRedis(REDIS_PORT);
+  pg.init();
+  pg.start();
+  await redis.start();
   const receiver = await startReceiver();
   const env = {
-    DATABASE_URL: servers.databaseUrl,
-    REDIS_URL: servers.redisUrl,
+    DATABASE_URL: pg.url,
+    REDIS_URL: redis.url,
     ALLOW_PRIVATE_TARGETS: 'true',
     // Enough attempts that one call in ten failing never makes a delivery DEAD.
     RETRY_SCHEDULE: '1s,1s,2s,2s,3s,3s,5s,5s,5s,5s,10s,10s',
   };
   // The API runs in this process (it makes the webhooks and is not killed); dispatchers and workers in processes of their own.
-  const api = await startTestGateway({ ...env, ROLES: 'api' }, servers.databaseUrl);
-  const app = postgres(servers.databaseUrl, { max: 4, onnotice: () => {} });
+  const api = await startTestGateway({ ...env, ROLES: 'api' }, pg.url);
+  const app = postgres(pg.url, { max: 4, onnotice: () => {} });
   const processes = new Map<string, GatewayProcess>();
   try {
     const token = await api.token();
@@ -168,13 +112,13 @@ async function main(): Promise<boolean> {
       const fault = FAULTS[index % FAULTS.length]!;
       log(fault, { transactions: load.committed, calls: [...receiver.received.values()].reduce((sum, count) => sum + count, 0) });
       if (fault === 'redis') {
-        servers.crashRedis();
+        await redis.kill();
         await sleep(3000);
-        servers.startRedis();
+        await redis.start();
       } else if (fault === 'postgres') {
-        servers.crashPostgres();
+        pg.stop();
         await sleep(3000);
-        servers.startPostgres();
+        pg.start();
       } else {
         const names = fault === 'kill both workers' ? ['w1', 'w2'] : fault === 'kill both dispatchers' ? ['d1', 'd2'] : [fault.split(' ').at(-1)!];
         await Promise.all(names.map((name) => processes.get(name)!.kill()));
@@ -238,7 +182,8 @@ async function main(): Promise<boolean> {
     await app.end({ timeout: 5 });
     await api.gateway.stop();
     receiver.close();
-    servers.cleanUp();
+    await redis.kill();
+    pg.remove();
   }
 }
 

@@ -66,7 +66,10 @@ const postgresBin = () => {
 export class PrivatePostgres {
   private readonly dir = mkdtempSync(join(tmpdir(), 'gw-pg-'));
   private readonly bin = postgresBin();
-  constructor(readonly port: number) {
+  constructor(
+    readonly port: number,
+    private readonly maxConnections = 100,
+  ) {
     chmodSync(this.dir, 0o777);
   }
 
@@ -92,7 +95,7 @@ export class PrivatePostgres {
       '-l',
       `${this.dir}/log`,
       '-o',
-      `"-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c fsync=off"`,
+      `"-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=${this.maxConnections}"`,
       'start',
     );
   }
