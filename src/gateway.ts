@@ -1,7 +1,6 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
-import { Queue } from 'bullmq';
 import { eq, sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import { ensureBootstrapClient, type BootstrapOutcome } from './auth/clients';
@@ -9,7 +8,7 @@ import { ApiRateLimiter } from './auth/rateLimit';
 import { Dispatcher } from './capture/dispatcher';
 import { outbox } from './capture/tables';
 import { StatusFeed } from './delivery/feed';
-import { createDeliveryQueue, DELIVERY_QUEUE } from './delivery/queue';
+import { createDeliveryQueue } from './delivery/queue';
 import { StatusPublisher, statusChannel } from './delivery/status';
 import { deliveries } from './delivery/tables';
 import { Throttle } from './delivery/throttle';
@@ -96,16 +95,20 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   // Settles once the connection is ready or its first attempt failed; a failure is reported by the
   // error listener, and /ready shows it.
   const redisConnected = redis.connect().catch(() => {});
+  let backlogQueue: ReturnType<typeof createDeliveryQueue> | undefined;
   try {
     const bootstrap = await database.runExclusive(() => ensureBootstrapClient(db, config.bootstrapClient));
     // Gateways on one database share their Redis keys; gateways on different ones never do.
     const redisPrefix = config.redisPrefix ?? `webhook-gateway:${await installationId(db)}`;
     const metrics = createMetrics();
     const status = new StatusPublisher(redis, statusChannel(redisPrefix), log);
-    const backlogQueue = new Queue(DELIVERY_QUEUE, { connection: redis, prefix: redisPrefix });
-    backlogQueue.on('error', () => {}); // reported by the gateway's own connection
+    // Not on the shared connection: BullMQ defines its 64 scripts on the connection it is given,
+    // and ioredis copies them all into every pipeline made on that connection (about 40 µs each),
+    // such as the dispatcher's slot bookings.
+    backlogQueue = createDeliveryQueue(config.redisUrl, redisPrefix);
+    const jobCounter = backlogQueue.queue;
     addBacklogGauges(metrics, {
-      queueJobs: () => backlogQueue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'failed'),
+      queueJobs: () => jobCounter.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'failed'),
       outboxRows: () => db.$count(outbox),
       deadDeliveries: () => db.$count(deliveries, eq(deliveries.status, 'DEAD')),
     });
@@ -169,12 +172,13 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
         await Promise.all([closeServer(server), dispatcher?.stop(), worker?.stop()]);
         await deliveryQueue?.close();
         await status.flush();
-        await backlogQueue.close();
+        await backlogQueue?.close();
         redis.disconnect();
         await database.close();
       },
     };
   } catch (error) {
+    await backlogQueue?.close();
     redis.disconnect();
     await database.close();
     throw error;
