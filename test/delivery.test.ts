@@ -571,6 +571,24 @@ describe('a busy receiver', () => {
     const startedAfter = receiver.callsTo(path).filter((call) => call.at > deletedAt + 100);
     expect(startedAfter.length).toBeLessThanOrEqual(2);
   });
+
+  it('lets the calls behind a throttled call it sent back go on, not wait for it', { timeout: 60_000 }, async () => {
+    const path = `/busy-line-${counter + 1}`;
+    receiver.answer(path, { status: 200, delayMs: 1000 });
+    const { table } = await setup([path], { CallThrottling: 100 });
+    await app.unsafe(`insert into "${table}" (note) select 'n' || n from generate_series(1, 400) n`);
+    // 100 a second, each held a second, against 50 places to the URL: its line of waiting calls
+    // fills, and calls are sent back to the queue, out of their line. Those behind one must not
+    // wait for it: they would hold the URL's places for the line's grace (2 s), the receiver idle.
+    const rows = () => receiver.callsTo(path).map((call) => JSON.parse(call.body).data[0].id as number);
+    await waitFor(async () => (new Set(rows()).size === 400 ? true : undefined), 40_000, 'every call');
+    const calls = receiver.callsTo(path);
+    expect(calls).toHaveLength(400);
+    const sentBack = rows().filter((id, index, ids) => index > 0 && id < ids[index - 1]!);
+    expect(sentBack.length).toBeGreaterThan(0); // some did go back, and came out of turn
+    const longestPause = Math.max(...calls.slice(1).map((call, index) => call.at - calls[index]!.at));
+    expect(longestPause).toBeLessThan(1000); // 0.1–0.5 s here; 1.6–2 s when those behind wait for it
+  });
 });
 
 describe('a hanging receiver', () => {
