@@ -621,6 +621,34 @@ describe('a hanging receiver', () => {
       await patient.stop();
     }
   });
+  it('takes at most three quarters of the worker with several hanging URLs: another webhook still goes through', { timeout: 60_000 }, async () => {
+    const patient = await startTestGateway({ ALLOW_PRIVATE_TARGETS: 'true', DELIVERY_TIMEOUT_MS: '20000', CALL_THROTTLING_MAX: '100000' });
+    const patientApp = postgres(patient.databaseUrl, { max: 2, onnotice: () => {} });
+    const hanging = new Receiver();
+    const paths = ['/dead-1', '/dead-2', '/dead-3', '/dead-4', '/dead-5'];
+    for (const path of paths) hanging.answer(path, { status: 200, delayMs: 25_000 });
+    await hanging.start();
+    try {
+      const patientToken = await patient.token();
+      // One webhook multicast to five URLs of a host that takes calls and never answers: at 50
+      // each they would hold 250 calls, more than the worker's 200 slots.
+      await createWatchedWebhook(patient, patientToken, patientApp, { table: 'Dead', urls: paths.map((path) => `${hanging.url}${path}`) });
+      await createWatchedWebhook(patient, patientToken, patientApp, { table: 'Alive', urls: [`${receiver.url}/alive`] });
+      await patientApp`insert into "Dead" (note) select 'd' || n from generate_series(1, 100) n`;
+      const hangingCalls = () => paths.reduce((sum, path) => sum + hanging.callsTo(path).length, 0);
+      await waitFor(async () => (hangingCalls() >= 150 ? true : undefined), 15_000, 'the hanging URLs to take their share');
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      await patientApp`insert into "Alive" (note) select 'a' || n from generate_series(1, 20) n`;
+      await waitFor(async () => (receiver.callsTo('/alive').length === 20 ? true : undefined), 15_000, 'the other webhook to be delivered');
+      // 150 places for URLs that do not answer, and a first call to each is always let through.
+      expect(hangingCalls()).toBeLessThanOrEqual(150 + paths.length);
+      for (const path of paths) expect(hanging.callsTo(path).length).toBeLessThanOrEqual(50);
+    } finally {
+      await patientApp.end();
+      await hanging.stop();
+      await patient.stop();
+    }
+  });
 });
 
 describe('a slow receiver', () => {

@@ -3,6 +3,8 @@ interface UrlState {
   waiters: { grant(): void; timer: NodeJS.Timeout }[];
   /** When a place to the URL was last taken or given back. */
   movedAt: number;
+  /** When a call to the URL last finished (0: none since its calls began). */
+  finishedAt: number;
 }
 
 export interface UrlSlotLimits {
@@ -12,6 +14,11 @@ export interface UrlSlotLimits {
   stallMs: number;
   /** The longest wait for a place a call spends in the process, as far as the URL's recent calls let it be foreseen. */
   maxWaitMs: number;
+  /**
+   * Calls in flight at once, in all, to URLs none of whose calls finished for `stallMs` (hanging,
+   * or not heard from yet): the rest of the process' calls are kept for URLs that answer.
+   */
+  quietMax: number;
 }
 
 /** How much a finished call moves a URL's estimate of how long a place is held. */
@@ -27,6 +34,9 @@ const HELD_ESTIMATES_MAX = 10_000;
  * it is refused and goes back to the queue to wait in the delayed set, holding no worker slot.
  * Waiting here rather than going back at once keeps a busy but healthy receiver's calls
  * flowing: a trip through the delayed set costs several Redis scripts and a reload.
+ * Several hanging URLs together hold at most `quietMax` places: past that, a URL none of whose
+ * calls finished lately gets one call at a time (a first call to a new URL always goes; once it
+ * has answered, the URL is bounded by `perUrl` alone), so that they cannot take every slot.
  */
 export class UrlSlots {
   private readonly byUrl = new Map<string, UrlState>();
@@ -40,10 +50,13 @@ export class UrlSlots {
     const now = Date.now();
     let state = this.byUrl.get(url);
     if (!state) {
-      state = { inFlight: 0, waiters: [], movedAt: now };
+      state = { inFlight: 0, waiters: [], movedAt: now, finishedAt: 0 };
       this.byUrl.set(url, state);
     }
     if (state.inFlight < this.limits.perUrl) {
+      if (state.inFlight > 0 && !this.answering(state, now) && this.quietInFlight(now) >= this.limits.quietMax) {
+        return Promise.resolve(false);
+      }
       state.inFlight++;
       state.movedAt = now;
       return Promise.resolve(true);
@@ -74,8 +87,10 @@ export class UrlSlots {
    */
   retryInMs(url: string): number {
     const state = this.byUrl.get(url);
-    if (!state || state.inFlight < this.limits.perUrl) return 0;
+    if (!state) return 0;
     const sinceMoved = Date.now() - state.movedAt;
+    // Under its bound, it was refused as quiet: it tries again after as long as it has been.
+    if (state.inFlight < this.limits.perUrl) return sinceMoved;
     return sinceMoved >= this.limits.stallMs ? sinceMoved : this.expectedWait(url, state.waiters.length + 1);
   }
 
@@ -83,7 +98,7 @@ export class UrlSlots {
   release(url: string, heldMs: number): void {
     const state = this.byUrl.get(url);
     if (!state) return;
-    state.movedAt = Date.now();
+    state.movedAt = state.finishedAt = Date.now();
     const estimate = this.heldMs.get(url);
     if (estimate === undefined && this.heldMs.size >= HELD_ESTIMATES_MAX) this.heldMs.clear();
     this.heldMs.set(url, estimate === undefined ? heldMs : estimate + HELD_WEIGHT * (heldMs - estimate));
@@ -95,6 +110,17 @@ export class UrlSlots {
     }
     state.inFlight--;
     if (state.inFlight === 0) this.byUrl.delete(url);
+  }
+
+  private answering(state: UrlState, now: number): boolean {
+    return now - state.finishedAt < this.limits.stallMs;
+  }
+
+  /** Calls in flight to URLs none of whose calls finished for `stallMs`. */
+  private quietInFlight(now: number): number {
+    let calls = 0;
+    for (const state of this.byUrl.values()) if (!this.answering(state, now)) calls += state.inFlight;
+    return calls;
   }
 
   /** How long the `position`th in the URL's line should wait for a place: 0 while no call to it has finished yet (unknown). */

@@ -32,9 +32,10 @@ export const PER_URL_CONCURRENCY = 50;
  * A URL none of whose calls finished for this long is taken for hanging: calls waiting for it go
  * back to the queue. A call to a URL that is only slow waits in the process for a place if its
  * turn is expected within `maxWaitMs`, else it goes back too: a slow receiver's backlog cannot
- * fill the worker's slots and hold back other webhooks.
+ * fill the worker's slots and hold back other webhooks. Hanging URLs together hold at most
+ * three quarters of the slots (three URLs' worth); the rest are kept for URLs that answer.
  */
-const URL_SLOT_LIMITS = { perUrl: PER_URL_CONCURRENCY, stallMs: 500, maxWaitMs: 1000 };
+const URL_SLOT_LIMITS = { perUrl: PER_URL_CONCURRENCY, stallMs: 500, maxWaitMs: 1000, quietMax: WORKER_CONCURRENCY - PER_URL_CONCURRENCY };
 /** Calls sent back from a busy URL try again after as long as it has hung, or as their turn is expected, within these bounds. */
 const URL_BUSY_RETRY_MS = { min: 250, max: 5000 };
 /** The longest wait for the throttle's window spent in a worker slot; a longer one is spent in the delayed set. */
