@@ -284,6 +284,27 @@ describe('calls that wake up late and bunch together', () => {
     }
   });
 
+  it('count again a call that left after the window had let it go (a slow connect)', async () => {
+    const client = new Redis(redisUrl);
+    const prefix = `test-line-${randomUUID()}`;
+    try {
+      const throttle = new Throttle(client, prefix);
+      const slot = (ticket: number): Slot => ({ at: Date.now(), ticket, limit: 2, epoch: 0, queued: false });
+      // At 2 a second, the first call of a quiet window need not say when it left; it left 1.5 s
+      // after its permit, when the window (1.1 s) had dropped it, and its worker said so (it was late).
+      expect(await throttle.acquirePermit('hook', 'u', 2, slot(1), 'slow')).toEqual({ granted: true, saysWhenLeft: false });
+      await sleep(1500);
+      await throttle.callLeft('hook', 'u', slot(1), 'slow');
+      expect(await throttle.acquirePermit('hook', 'u', 2, slot(2), 'second')).toMatchObject({ granted: true });
+      // Counted from when it left: with the second, the window is full.
+      const third = await throttle.acquirePermit('hook', 'u', 2, slot(3), 'third');
+      expect(third).toMatchObject({ granted: false, inLine: false });
+      if (!third.granted) expect(third.waitMs).toBeGreaterThan(900);
+    } finally {
+      await cleanUp(client, prefix);
+    }
+  });
+
   it('do not wait for a predecessor that never comes longer than the grace period', async () => {
     const client = new Redis(redisUrl);
     const prefix = `test-line-${randomUUID()}`;

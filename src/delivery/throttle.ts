@@ -129,8 +129,9 @@ return result
 `;
 
 // A call has left (its request is with its connection): the window's log (KEYS[2]) counts it
-// from now, and if it holds its line (KEYS[1]), the next may go `gap` ms from now. ARGV: ticket,
-// the line's time to live, the call's log member, the window.
+// from now (again, if it left so late that the log had let it go), and if it holds its line
+// (KEYS[1]), the next may go `gap` ms from now. ARGV: ticket, the line's time to live, the call's
+// log member, the window.
 const CALL_LEFT = `
 local state = redis.call('HMGET', KEYS[1], 'holder', 'at')
 local now_parts = redis.call('TIME')
@@ -139,7 +140,7 @@ if tonumber(state[1] or '0') == tonumber(ARGV[1]) and tonumber(state[2] or '0') 
   redis.call('HSET', KEYS[1], 'at', now)
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-if redis.call('ZADD', KEYS[2], 'XX', 'CH', now, ARGV[3]) == 1 then
+if redis.call('ZADD', KEYS[2], 'CH', now, ARGV[3]) == 1 then
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 return 0
@@ -224,6 +225,12 @@ export class Throttle {
   static readonly LINE_GRACE_MS = 2000;
   /** How long a call that holds its URL's line holds it if its worker never says it left (it died). */
   static readonly LEFT_WAIT_MS = 1000;
+  /**
+   * A call that leaves this long after its permit says when it left, however far under the limit
+   * the webhook is: counted from its permit, it would drop out of the window too early (a slow
+   * connect, a pause), and let one call too many in.
+   */
+  static readonly LEFT_LATE_MS = Throttle.WINDOW_MS * Throttle.MARGIN;
   /** The window's log looks this far back. */
   private static readonly LOG_WINDOW_MS = Math.ceil(Throttle.WINDOW_MS * (1 + Throttle.MARGIN));
 

@@ -250,10 +250,12 @@ export class DeliveryWorker {
     try {
       const callId = randomUUID();
       let saysWhenLeft = false;
+      let permittedAt = 0;
       for (;;) {
         const permit = await this.throttle.acquirePermit(work.webhookId, work.url, limit, slot, callId);
         if (permit.granted) {
           saysWhenLeft = permit.saysWhenLeft;
+          permittedAt = Date.now();
           break;
         }
         if (permit.superseded) return this.rebookSuperseded(job, token, data, work);
@@ -272,14 +274,16 @@ export class DeliveryWorker {
       }
       // Said once the call has left, or once no call goes: the next call in the URL's line may
       // follow, and the window counts the call from then. (If saying so fails, the next waits a
-      // second for it, and the window counts it from its permit.)
-      const sayLeft = saysWhenLeft ? () => void this.throttle.callLeft(work.webhookId, work.url, slot, callId).catch(() => {}) : undefined;
+      // second for it, and the window counts it from its permit.) A call that leaves late says so
+      // too, whatever its permit asked.
+      const sayLeft = () => void this.throttle.callLeft(work.webhookId, work.url, slot, callId).catch(() => {});
+      const onLeft = saysWhenLeft ? sayLeft : () => (Date.now() - permittedAt > Throttle.LEFT_LATE_MS ? sayLeft() : undefined);
       if (Date.now() - loadedAt > RECHECK_AFTER_WAIT_MS) {
         let due = false;
         try {
           due = await stillDue(this.options.db, work.deliveryId, data.generation);
         } finally {
-          if (!due) sayLeft?.(); // gone, or the check failed
+          if (!due && saysWhenLeft) sayLeft(); // gone, or the check failed
         }
         if (!due) return undefined;
       }
@@ -295,7 +299,7 @@ export class DeliveryWorker {
           'webhook-timestamp': String(timestamp),
           'webhook-signature': signMessage(work.signingKeys, work.messageId, timestamp, body),
         },
-        sayLeft,
+        onLeft,
       );
       return { attemptedAt, result: await sending };
     } finally {
