@@ -66,12 +66,14 @@ describe('retry decisions', () => {
     expect(decideRetry(2, schedule, undefined, undefined, () => 0.5)).toEqual({ retry: true, delayMs: 300_000 });
   });
 
-  it('honour Retry-After on 429 and 503 only', () => {
+  it('honour Retry-After on 429 and 503 only, when it is later than the schedule', () => {
     expect(decideRetry(1, schedule, 429, 42_000)).toEqual({ retry: true, delayMs: 42_000 });
-    expect(decideRetry(1, schedule, 503, 7_000)).toEqual({ retry: true, delayMs: 7_000 });
+    expect(decideRetry(1, schedule, 503, 7_000, () => 0.5)).toEqual({ retry: true, delayMs: 7_000 });
     expect(decideRetry(1, schedule, 500, 7_000, () => 0.5)).toEqual({ retry: true, delayMs: 5_000 });
-    // At least a second, so that `Retry-After: 0` every time cannot use up the schedule at once; at most a day.
-    expect(decideRetry(1, schedule, 503, 0)).toEqual({ retry: true, delayMs: 1_000 });
+    // Sooner than the schedule's step: the step, so that a short (or 0) Retry-After every time
+    // cannot use up the schedule in seconds. At most a day.
+    expect(decideRetry(1, schedule, 503, 0, () => 0.5)).toEqual({ retry: true, delayMs: 5_000 });
+    expect(decideRetry(2, schedule, 429, 2_000, () => 0.5)).toEqual({ retry: true, delayMs: 300_000 });
     expect(decideRetry(1, schedule, 429, 3 * 86_400_000)).toEqual({ retry: true, delayMs: 86_400_000 });
   });
 

@@ -4,11 +4,6 @@ export type RetryDecision = { retry: true; delayMs: number } | { retry: false; r
 const JITTER = 0.2;
 /** A receiver's Retry-After is honoured up to this long. */
 const MAX_RETRY_AFTER_MS = 24 * 3_600_000;
-/**
- * And waited at least this long: a receiver answering 503 with `Retry-After: 0` (or a date gone
- * by) every time would otherwise use up the whole schedule within a second.
- */
-const MIN_RETRY_AFTER_MS = 1000;
 
 /** Parses Retry-After: delay-seconds or an HTTP date (RFC 9110 §10.2.3). */
 export function parseRetryAfter(header: string | undefined, now = Date.now()): number | undefined {
@@ -22,7 +17,9 @@ export function parseRetryAfter(header: string | undefined, now = Date.now()): n
 
 /**
  * Attempt `attempt` (1-based) failed with `httpStatus`. The schedule's step for it, ±20% jitter,
- * or the receiver's Retry-After on 429/503; 410 Gone stops; past the schedule the delivery is dead.
+ * or the receiver's Retry-After on 429/503 if that is later: the retry never comes before the
+ * receiver asked, and a short Retry-After every time (a deployment, a strict rate limiter) does
+ * not use the schedule up faster than it runs. 410 Gone stops; past the schedule the delivery is dead.
  */
 export function decideRetry(
   attempt: number,
@@ -34,8 +31,9 @@ export function decideRetry(
   if (httpStatus === 410) return { retry: false, reason: 'the receiver answered 410 Gone' };
   const step = schedule[attempt - 1];
   if (step === undefined) return { retry: false, reason: `gave up after ${attempt} attempts` };
+  const scheduled = Math.round(step * (1 - JITTER + 2 * JITTER * random()));
   if ((httpStatus === 429 || httpStatus === 503) && retryAfterMs !== undefined) {
-    return { retry: true, delayMs: Math.min(Math.max(retryAfterMs, MIN_RETRY_AFTER_MS), MAX_RETRY_AFTER_MS) };
+    return { retry: true, delayMs: Math.max(scheduled, Math.min(retryAfterMs, MAX_RETRY_AFTER_MS)) };
   }
-  return { retry: true, delayMs: Math.round(step * (1 - JITTER + 2 * JITTER * random())) };
+  return { retry: true, delayMs: scheduled };
 }
