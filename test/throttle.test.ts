@@ -77,6 +77,31 @@ it('holds CallThrottling across two worker processes, in order, without slowing 
   }
 });
 
+it('keeps a throttled webhook in order of its changes with two dispatchers taking batches at once', { timeout: 90_000 }, async () => {
+  const api = await startTestGateway({ ROLES: 'api,worker', ALLOW_PRIVATE_TARGETS: 'true' });
+  const app = postgres(api.databaseUrl, { max: 2, onnotice: () => {} });
+  const receiver = await new Receiver().start();
+  const dispatchers: GatewayProcess[] = [];
+  try {
+    dispatchers.push(
+      ...(await Promise.all([1, 2].map(() => spawnGateway({ DATABASE_URL: api.databaseUrl, ROLES: 'dispatcher', ALLOW_PRIVATE_TARGETS: 'true' })))),
+    );
+    const token = await api.token();
+    await createWatchedWebhook(api, token, app, { table: 'Ordered', urls: [`${receiver.url}/ordered`], webhook: { CallThrottling: 50 } });
+    // One change per transaction, as fast as they come: each dispatcher takes the few that are
+    // there when it looks, the other the next few, at the same time.
+    for (let n = 1; n <= 200; n++) await app`insert into "Ordered" (note) values (${`o${n}`})`;
+    await waitFor(async () => (receiver.callsTo('/ordered').length >= 200 ? true : undefined), 30_000, '200 calls');
+    const ids = receiver.callsTo('/ordered').map((call) => JSON.parse(call.body).data[0].id as number);
+    expect(ids).toEqual(Array.from({ length: 200 }, (_, index) => index + 1));
+  } finally {
+    await Promise.all(dispatchers.map((dispatcher) => dispatcher.stop()));
+    await receiver.stop();
+    await app.end();
+    await api.stop();
+  }
+});
+
 describe('calls that wake up late and bunch together', () => {
   const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -439,6 +439,27 @@ export interface DispatcherOptions {
   triggerSyncIntervalMs?: number;
 }
 
+/**
+ * The advisory lock that gives dispatchers turns: one at a time takes changes and hands their
+ * deliveries over. Two taking batches at once would book their throttle slots in either order,
+ * and a throttled webhook's later messages could go ahead of earlier ones. (Keys as SWEEP_LOCK's.)
+ */
+const TURN_LOCK = { space: 0x77677779, key: 2 };
+
+/**
+ * Runs `turn` holding the dispatchers' turn: a transaction-scoped lock on a connection of its
+ * own, let go when the turn ends, or when Postgres ends a session left idle that long (a process
+ * hung mid-turn must not stop the others).
+ */
+function inTurn<T>(db: Db, turn: () => Promise<T>): Promise<T> {
+  return db.transaction(async (tx) => {
+    await tx.execute(
+      sql`select pg_advisory_xact_lock(${TURN_LOCK.space}::int, ${TURN_LOCK.key}::int), set_config('idle_in_transaction_session_timeout', '60s', true)`,
+    );
+    return turn();
+  });
+}
+
 /** Reads the outbox as changes arrive (NOTIFY) and at least every poll interval. */
 export class Dispatcher {
   private stopping = false;
@@ -485,8 +506,13 @@ export class Dispatcher {
       try {
         if (Date.now() >= this.nextTriggerSync) await this.syncTriggers();
         if (Date.now() >= this.nextCleanup) await this.cleanUp();
-        const result = await dispatchBatch(database.db, config);
-        await this.handOver(result.deliveries, result.unqueued);
+        const turn = async () => {
+          const batch = await dispatchBatch(database.db, config);
+          await this.handOver(batch.deliveries, batch.unqueued);
+          return batch;
+        };
+        // The embedded database has one connection, and one dispatcher.
+        const result = database.kind === 'embedded' ? await turn() : await inTurn(database.db, turn);
         if (result.unrenderable.length > 0 && Date.now() >= this.nextUnrenderableReport) {
           // Every batch with a change of such a table finds it again: said once a minute.
           this.nextUnrenderableReport = Date.now() + UNRENDERABLE_REPORT_INTERVAL_MS;
