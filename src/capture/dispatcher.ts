@@ -14,6 +14,7 @@ import { urlsByWebhook } from '../webhooks/service';
 import { webhooks } from '../webhooks/tables';
 import {
   addDeliveryJobs,
+  LOCK_SPACE,
   markUnqueued,
   queueDeliveries,
   requeueIfQueueLost,
@@ -442,9 +443,9 @@ export interface DispatcherOptions {
 /**
  * The advisory lock that gives dispatchers turns: one at a time takes changes and hands their
  * deliveries over. Two taking batches at once would book their throttle slots in either order,
- * and a throttled webhook's later messages could go ahead of earlier ones. (Keys as SWEEP_LOCK's.)
+ * and a throttled webhook's later messages could go ahead of earlier ones.
  */
-const TURN_LOCK = { space: 0x77677779, key: 2 };
+const TURN_LOCK = { space: LOCK_SPACE, key: 2 };
 
 /**
  * Runs `turn` holding the dispatchers' turn: a transaction-scoped lock on a connection of its

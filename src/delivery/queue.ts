@@ -141,11 +141,11 @@ function selectForHandover(db: Db, where: SQL | undefined, limit: number): Promi
     .limit(limit);
 }
 
-/**
- * The advisory lock that lets one dispatcher at a time hand unqueued deliveries over: two keys,
- * the first for the gateway, so as not to meet the application's own locks in its database.
- */
-const SWEEP_LOCK = { space: 0x77677779, key: 1 };
+/** The first key of the gateway's two-key advisory locks, so as not to meet the application's own locks in its database. */
+export const LOCK_SPACE = 0x77677779;
+
+/** The advisory lock that lets one dispatcher at a time hand unqueued deliveries over. */
+const SWEEP_LOCK = { space: LOCK_SPACE, key: 1 };
 
 /**
  * Waits for a sweep in progress and keeps others off until the transaction ends. Taken by a
