@@ -3,7 +3,7 @@ import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from './support/gateway';
 import { createWatchedWebhook } from './support/watched';
-import { Receiver } from './support/receiver';
+import { maxInWindow, Receiver } from './support/receiver';
 import { waitFor } from './support/wait';
 
 let gw: TestGateway;
@@ -228,6 +228,22 @@ describe('delivery', () => {
       [1, false, 'the body is larger than 10485760 bytes; not sent'],
     ]);
     expect(receiver.callsTo(path)).toHaveLength(0);
+  });
+
+  it('sends large bodies whole, holding at most 32 MB of them at once', { timeout: 60_000 }, async () => {
+    const path = `/large-${counter + 1}`;
+    receiver.answer(path, { status: 200, delayMs: 1000 });
+    const { table, webhook } = await setup([path], { CallThrottling: 100 });
+    const noteBytes = 3 * 1024 * 1024;
+    await app.unsafe(`insert into "${table}" (note) select repeat(chr(96 + n), ${noteBytes}) from generate_series(1, 24) n`);
+    await waitFor(async () => (receiver.callsTo(path).length >= 24 ? true : undefined), 40_000, 'every large call');
+    const calls = receiver.callsTo(path);
+    const notes = calls.map((call) => (verify(webhook.Secret, call) as { data: { id: number; note: string }[] }).data[0]!);
+    expect(notes.map((row) => row.id).sort((a, b) => a - b)).toEqual(Array.from({ length: 24 }, (_, index) => index + 1)); // each once
+    for (const row of notes) expect(row.note).toBe(String.fromCharCode(96 + row.id).repeat(noteBytes));
+    // Each call is held 1 s, so calls that arrive within a second of each other were in flight
+    // together: 10 bodies of 3 MB fit in 32 MB. Without the bound, 100 calls a second put 20 in flight.
+    expect(maxInWindow(calls.map((call) => call.at), 1000)).toBeLessThanOrEqual(10);
   });
 
   it('logs the first 4 KB of a long answer', async () => {

@@ -15,8 +15,10 @@ export interface DeliveryWork {
   messageId: string;
   messageCreatedAt: Date;
   eventId: string;
-  /** The message's body; null if it is larger than MAX_BODY_BYTES (not sent, and not read into memory either). */
+  /** The message's body; null if it is larger than INLINE_BODY_BYTES (read by `loadBody` when its call is due). */
   body: string | null;
+  /** The body's size in bytes (UTF-8). */
+  bodyBytes: number;
   webhookId: string;
   callThrottling: number;
   throttleEpoch: number;
@@ -35,6 +37,7 @@ interface WorkRow {
   message_created_at: string | Date;
   event_id: string;
   body: string | null;
+  body_bytes: number;
   webhook_id: string;
   call_throttling: number;
   throttle_epoch: number;
@@ -48,8 +51,13 @@ interface Waiter {
   reject(error: unknown): void;
 }
 
-/** Bodies larger than this are not sent. A load of 200 such could take gigabytes, so they are not loaded either. */
+/** Bodies larger than this are not sent (nor loaded). */
 export const MAX_BODY_BYTES = 10 * 1024 * 1024;
+/**
+ * Bodies up to this size come with their delivery's load: a batch of 200 holds 13 MB at most. A
+ * larger one is read alone once its call is due, within the worker's budget for large bodies.
+ */
+export const INLINE_BODY_BYTES = 64 * 1024;
 const MAX_BATCH = 200;
 // Jobs arrive one by one from the queue; waiting this long gathers them into one query.
 const BATCH_WINDOW_MS = 2;
@@ -94,6 +102,14 @@ export class DeliveryLoader {
     );
   }
 
+  /** A message's body, read alone (one too large to come with its delivery); undefined if the message is gone. */
+  async loadBody(messageId: string): Promise<string | undefined> {
+    const [row] = await queryRows<{ body: string }>(this.db, sql`select body from webhook_gateway.messages where id = ${messageId}`, {
+      prepared: true,
+    });
+    return row?.body;
+  }
+
   private keyOf(secret: string): Buffer {
     let key = this.keys.get(secret);
     if (!key) {
@@ -113,13 +129,15 @@ export class DeliveryLoader {
     const rows = await queryRows<WorkRow>(
       this.db,
       sql`select d.id as delivery_id, d.generation, d.status, d.attempts, d.next_attempt_at, d.url, d.message_id,
-            m.created_at as message_created_at, m.event_id, m.body, w.id as webhook_id, w.call_throttling, w.throttle_epoch, w.secret,
+            m.created_at as message_created_at, m.event_id, m.body, m.body_bytes, w.id as webhook_id, w.call_throttling, w.throttle_epoch, w.secret,
             -- the replaced secrets still signing (a webhook never rotated skips the subquery)
             case when w.previous_secrets = '[]' then '{}' else array(
               select p ->> 'secret' from jsonb_array_elements(w.previous_secrets) with ordinality as e(p, n)
               where (p ->> 'expiresAt')::timestamptz > now() order by n) end as signing_previous
           from webhook_gateway.deliveries d
-          cross join lateral (select created_at, event_id, case when octet_length(body) <= ${sql.raw(String(MAX_BODY_BYTES))} then body end as body
+          -- octet_length reads a stored value's size from its header: a large body is not read to be measured
+          cross join lateral (select created_at, event_id, octet_length(body) as body_bytes,
+              case when octet_length(body) <= ${sql.raw(String(INLINE_BODY_BYTES))} then body end as body
             from webhook_gateway.messages m where m.id = d.message_id offset 0) m
           cross join lateral (select id, call_throttling, throttle_epoch, secret, previous_secrets
             from webhook_gateway.webhooks w where w.id = d.webhook_id offset 0) w
@@ -140,6 +158,7 @@ export class DeliveryLoader {
           messageCreatedAt: new Date(row.message_created_at),
           eventId: row.event_id,
           body: row.body,
+          bodyBytes: row.body_bytes,
           webhookId: row.webhook_id,
           callThrottling: row.call_throttling,
           throttleEpoch: row.throttle_epoch,

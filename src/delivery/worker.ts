@@ -38,6 +38,14 @@ export const PER_URL_CONCURRENCY = 50;
 const URL_SLOT_LIMITS = { perUrl: PER_URL_CONCURRENCY, stallMs: 500, maxWaitMs: 1000, quietMax: WORKER_CONCURRENCY - PER_URL_CONCURRENCY };
 /** Calls sent back from a busy URL try again after as long as it has hung, or as their turn is expected, within these bounds. */
 const URL_BUSY_RETRY_MS = { min: 250, max: 5000 };
+/**
+ * Bytes of bodies larger than INLINE_BODY_BYTES the process holds at once (a call holds its body
+ * about three times over: the text, its UTF-8 copy on the wire, the signed content). A call
+ * whose body does not fit goes back to the queue to try again, holding no worker slot; one
+ * always goes when no other large body is held.
+ */
+const LARGE_BODIES_MAX_BYTES = 32 * 1024 * 1024;
+const LARGE_BODY_RETRY_MS = 250;
 /** The longest wait for the throttle's window spent in a worker slot; a longer one is spent in the delayed set. */
 const IN_PROCESS_WAIT_MAX_MS = 250;
 /**
@@ -89,6 +97,8 @@ export class DeliveryWorker {
   private readonly redis: Redis;
   private readonly throttleRedis: Redis;
   private readonly urlSlots = new UrlSlots(URL_SLOT_LIMITS);
+  /** Bytes of large bodies held by calls under way (LARGE_BODIES_MAX_BYTES). */
+  private largeBodyBytes = 0;
   /** The jobs being run, so that a stop can wait for their attempts to be recorded. */
   private readonly running = new Set<Promise<void>>();
   /** Throttle epochs being moved past Redis', by webhook. */
@@ -183,8 +193,8 @@ export class DeliveryWorker {
       if (data.slot) await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
       return;
     }
-    if (work.body === null) {
-      // Too large to send (the loader left it out): it fails for good at once, no call made.
+    if (work.bodyBytes > MAX_BODY_BYTES) {
+      // Too large to send: it fails for good at once, no call made.
       if (data.slot) await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
       const error = `the body is larger than ${MAX_BODY_BYTES} bytes; not sent`;
       return this.conclude(job, token, data, work, { attemptedAt: new Date(), result: { ok: false, permanent: true, durationMs: 0, error } });
@@ -198,9 +208,35 @@ export class DeliveryWorker {
       const wait = slot.at - Date.now();
       if (wait > SLOT_SLACK_MS) return this.delay(job, token, { ...data, slot }, wait);
     }
-    const sent = await this.sendInTurn(job, token, { ...data, slot }, work, work.body, loadedAt);
+    const sent =
+      work.body === null
+        ? await this.sendLarge(job, token, { ...data, slot }, work, loadedAt)
+        : await this.sendInTurn(job, token, { ...data, slot }, work, work.body, loadedAt);
     if (!sent) return; // superseded or gone while it waited: another job makes the call, or none is to be made
     return this.conclude(job, token, data, work, sent);
+  }
+
+  /** Sends a body too large to have come with its delivery: read now, within the budget for large bodies. */
+  private async sendLarge(
+    job: Job<DeliveryJobData>,
+    token: string | undefined,
+    data: DeliveryJobData & { slot: Slot },
+    work: DeliveryWork,
+    loadedAt: number,
+  ): Promise<{ attemptedAt: Date; result: SendResult } | undefined> {
+    if (this.largeBodyBytes > 0 && this.largeBodyBytes + work.bodyBytes > LARGE_BODIES_MAX_BYTES) {
+      // As for a busy URL, those behind it in its line go on without it.
+      if (data.slot.queued) await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
+      return this.delay(job, token, data, LARGE_BODY_RETRY_MS);
+    }
+    this.largeBodyBytes += work.bodyBytes;
+    try {
+      const body = await this.loader.loadBody(work.messageId);
+      // Gone with its webhook since its delivery was loaded: no call.
+      return body === undefined ? undefined : await this.sendInTurn(job, token, data, work, body, loadedAt);
+    } finally {
+      this.largeBodyBytes -= work.bodyBytes;
+    }
   }
 
   /** Records the attempt, tells subscribers, and puts the job back to wait for its retry if there is one. */
