@@ -343,6 +343,11 @@ describe('delivery', () => {
     expect(byUrl(broken).at(-1).error).toMatch(/gave up after 4 attempts/);
     const stats = await gw.request('GET', `/v2/outgoingWebhooks/${webhook.Id}`, { token });
     expect(stats.body).toMatchObject({ Calls: 5, Errors: 5 });
+    const deliveries = await app`select url, status, attempts from webhook_gateway.deliveries where message_id = ${messageId} order by url`;
+    expect(deliveries).toEqual([
+      { url: `${receiver.url}${broken}`, status: 'DEAD', attempts: 4 },
+      { url: `${receiver.url}${gone}`, status: 'DEAD', attempts: 1 },
+    ]);
 
     // Redelivery sends it again, with the whole schedule: one receiver fails once more, then both answer.
     receiver.answer(gone, { status: 200 });
@@ -887,6 +892,19 @@ describe('attempt log', () => {
     });
     expect(await recordedB).toBe(true);
     expect((await message(messageId)).status).toBe('SUCCEEDED');
+  });
+
+  it('writes the attempts recorded together in one transaction', async () => {
+    const { webhook, messageId, rows } = await deliveredTwice(`/batched-${counter + 1}`);
+    await app`update webhook_gateway.deliveries set status = 'SENDING' where message_id = ${messageId}`;
+    const record = await recorderFor(webhook.Id);
+    expect(await Promise.all(rows.map((row) => record(row, 2, { ok: true, httpStatus: 200 })))).toEqual([true, true]);
+    // Rows written by one transaction carry its id (xmin): one id for both attempts and both deliveries.
+    const written = await app`
+      select xmin::text as tx from webhook_gateway.delivery_attempts where message_id = ${messageId} and attempt = 2
+      union all select xmin::text from webhook_gateway.deliveries where message_id = ${messageId}`;
+    expect(written).toHaveLength(4);
+    expect(new Set(written.map((row) => row.tx)).size).toBe(1);
   });
 
   it('does not apply an outcome for an attempt already recorded (a stalled job run twice)', async () => {

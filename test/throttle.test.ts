@@ -45,7 +45,7 @@ it('holds CallThrottling across two worker processes, in order, without slowing 
     // 60 calls at 5 per second cannot take less than 11.8 s; slots are spaced 10% wider (1.1 s / 5),
     // so 13 s; a call that leaves late holds the fifth after it back as long (room for a loaded machine).
     expect(span).toBeGreaterThanOrEqual(11);
-    expect(span).toBeLessThanOrEqual(20);
+    expect(span).toBeLessThanOrEqual(15);
 
     // In order of creation: the rows' ids arrive ascending.
     const ids = throttled.map((call) => JSON.parse(call.body).data[0].id as number);
@@ -59,9 +59,10 @@ it('holds CallThrottling across two worker processes, in order, without slowing 
     expect(maxInWindow(brisk.map((call) => call.at))).toBeLessThanOrEqual(25);
     expect(brisk.map((call) => JSON.parse(call.body).data[0].id as number)).toEqual(Array.from({ length: 150 }, (_, index) => index + 1));
 
-    // The other webhook was not held back: all its calls came before the throttled one was a quarter done.
+    // The other webhook was not held back: all its calls came within the throttled one's first second
+    // (its rows were inserted just after the throttled ones; its sixth call is 1.1 s after the first).
     expect(free).toHaveLength(20);
-    expect(Math.max(...free.map((call) => call.at))).toBeLessThan(times.sort((a, b) => a - b)[15]!);
+    expect(Math.max(...free.map((call) => call.at))).toBeLessThan(sorted[5]!);
 
     // Both workers took part (each process counts the deliveries it made).
     for (const worker of workers) {
