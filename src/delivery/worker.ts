@@ -225,9 +225,7 @@ export class DeliveryWorker {
     loadedAt: number,
   ): Promise<{ attemptedAt: Date; result: SendResult } | undefined> {
     if (this.largeBodyBytes > 0 && this.largeBodyBytes + work.bodyBytes > LARGE_BODIES_MAX_BYTES) {
-      // As for a busy URL, those behind it in its line go on without it.
-      if (data.slot.queued) await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
-      return this.delay(job, token, data, LARGE_BODY_RETRY_MS);
+      return this.sendBack(job, token, data, work, LARGE_BODY_RETRY_MS);
     }
     this.largeBodyBytes += work.bodyBytes;
     try {
@@ -277,10 +275,7 @@ export class DeliveryWorker {
     const limit = this.limitOf(work);
     if (!(await this.urlSlots.acquire(work.url))) {
       const { min, max } = URL_BUSY_RETRY_MS;
-      // Its successors in the URL's line go on without it: waiting for it, they would hold the
-      // URL's places while it waits in the queue for one (it goes when it is back, out of turn).
-      if (slot.queued) await this.throttle.leaveLine(work.webhookId, work.url, slot);
-      return this.delay(job, token, data, Math.min(max, Math.max(min, this.urlSlots.retryInMs(work.url))));
+      return this.sendBack(job, token, data, work, Math.min(max, Math.max(min, this.urlSlots.retryInMs(work.url))));
     }
     const placeTakenAt = Date.now();
     try {
@@ -440,6 +435,22 @@ export class DeliveryWorker {
       return { ...base, status: 'DEAD', nextAttemptAt: null, result: { ...result, error: `${result.error}; ${decision.reason}` } };
     }
     return { ...base, status: 'RETRY_SCHEDULED', nextAttemptAt: new Date(Date.now() + decision.delayMs) };
+  }
+
+  /**
+   * Puts a call that cannot go yet back in the queue for `ms`, out of its turn: its successors in
+   * the URL's line go on without it (waiting for it, they would hold the URL's places while it
+   * waits in the queue; it goes when it is back).
+   */
+  private async sendBack(
+    job: Job<DeliveryJobData>,
+    token: string | undefined,
+    data: DeliveryJobData & { slot: Slot },
+    work: DeliveryWork,
+    ms: number,
+  ): Promise<never> {
+    if (data.slot.queued) await this.throttle.leaveLine(work.webhookId, work.url, data.slot);
+    return this.delay(job, token, data, ms);
   }
 
   /** Puts the job back in the delayed set until `ms` from now (BullMQ's way to wait without holding a slot). */
