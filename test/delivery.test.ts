@@ -608,7 +608,10 @@ describe('a busy receiver', () => {
     const sentBack = rows().filter((id, index, ids) => index > 0 && id < ids[index - 1]!);
     expect(sentBack.length).toBeGreaterThan(0); // some did go back, and came out of turn
     const longestPause = Math.max(...calls.slice(1).map((call, index) => call.at - calls[index]!.at));
-    expect(longestPause).toBeLessThan(1000); // 0.1–0.5 s here; 1.6–2 s when those behind wait for it
+    // A call holds its place 1 s, so when 50 started together the next starts just over 1 s later
+    // (0.5 s alone, 1.02 s once in a full run); those behind a sent-back call that wait for it pause
+    // 1.6–2 s (the line's grace; 1.87 s with the line not left).
+    expect(longestPause).toBeLessThan(1500);
   });
 });
 
