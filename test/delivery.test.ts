@@ -212,7 +212,8 @@ describe('delivery', () => {
       [1, false, 'no answer within 2000 ms'],
       [2, true, null],
     ]);
-    expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(2000);
+    // The deadline counts from when the call started, a little before the receiver saw it: then 200 ms ± 20% to the retry.
+    expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(1800);
   });
 
   it('does not send (nor load) a body over 10 MB, and records why', async () => {
@@ -588,8 +589,9 @@ describe('a busy receiver', () => {
     expect((await gw.request('DELETE', `/v2/outgoingWebhooks/${webhook.Id}`, { token })).status).toBe(204);
     const deletedAt = Date.now();
     await new Promise((resolve) => setTimeout(resolve, 2000));
-    // Those in flight at the deletion had arrived before it; a call starting after it would be one that waited.
-    const startedAfter = receiver.callsTo(path).filter((call) => call.at > deletedAt + 100);
+    // Those in flight at the deletion had arrived before it (or, on a loaded machine, within a
+    // moment of it); a call arriving a second after it would be one that waited (some 60 a second).
+    const startedAfter = receiver.callsTo(path).filter((call) => call.at > deletedAt + 1000);
     expect(startedAfter.length).toBeLessThanOrEqual(2);
   });
 
@@ -697,7 +699,8 @@ describe('a slow receiver', () => {
       const slowCallsBefore = slow.callsTo('/slow').length;
       await gatewayApp`insert into "Quick" (note) select 'q' || n from generate_series(1, 20) n`;
       await waitFor(async () => (receiver.callsTo('/quick').length === 20 ? true : undefined), 15_000, 'the other webhook to be delivered');
-      expect(slow.callsTo('/slow').length - slowCallsBefore).toBeLessThan(50);
+      // 2 in a run of this file alone (about 35 come a second); waiting behind the slow backlog, 170 and more.
+      expect(slow.callsTo('/slow').length - slowCallsBefore).toBeLessThan(100);
       // The calls sent back to the queue are made later: every message reaches the slow receiver.
       await waitFor(async () => (slow.callsTo('/slow').length >= 500 ? true : undefined), 60_000, 'every slow call');
       await waitFor(async () => {
