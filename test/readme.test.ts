@@ -85,6 +85,7 @@ it(
         'npm start to listen on port 4000',
       );
       expect(gateway.output()).toContain(`Embedded database (${dataDir}) served at postgres://postgres@127.0.0.1:5433/postgres`);
+      expect(gateway.output()).toMatch(/Created the first API client\. Keep these credentials; the secret is not shown again:\n {2}client_id: +\S+\n {2}client_secret: +\S+/);
 
       const receiverUrl = 'http://127.0.0.1:9000/hooks/customers';
       expect(readme).toContain(`use \`${receiverUrl}\` as the webhook's URL`);
