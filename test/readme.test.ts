@@ -74,7 +74,7 @@ it(
     const [receiverCommand, gatewayCommand] = receiverBlock!.split(/ &\n/) as [string, string];
     expect(gatewayCommand.trim()).toMatch(/^ALLOW_PRIVATE_TARGETS=true npm start\b/);
     const receiver = startCommand(receiverCommand, env);
-    const gateway = startCommand(gatewayCommand.replace(/\s+#.*$/s, ''), { ...env, ALLOW_PRIVATE_TARGETS: 'true' });
+    const gateway = startCommand(gatewayCommand, env);
     try {
       await waitFor(
         async () => {
